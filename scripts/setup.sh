@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the real programs the interop tests use. Idempotent: re-running is cheap.
+set -euo pipefail
+pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The Debian packages start services on install; the tests start their own.
+for svc in transmission-daemon nginx; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+done
+echo "setup: ${pkgs[*]} present"

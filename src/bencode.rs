@@ -104,7 +104,9 @@ pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Range<usize>, BencodeEr
         }
         p = end;
     }
-    Err(BencodeError::MissingKey(String::from_utf8_lossy(key).into_owned()))
+    Err(BencodeError::MissingKey(
+        String::from_utf8_lossy(key).into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! ccfd-bt: a streaming BitTorrent client. See docs/ARCHITECTURE.md.
 
+pub mod announce;
 pub mod bencode;
 pub mod bitfield;
+pub mod client;
 pub mod metainfo;
+pub mod peer;
 pub mod picker;
 pub mod ratelimit;
+pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod wire;

@@ -1,1 +1,384 @@
-fn main(){}
+//! The `ccfd-bt` command line.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
+use ccfd_bt::session::{Session, SessionConfig, Snapshot};
+use ccfd_bt::storage::OpenMode;
+
+/// A streaming BitTorrent client. Rates are in kB/s (1 kB = 1000 bytes), times in seconds.
+#[derive(Parser)]
+#[command(name = "ccfd-bt", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a torrent; exits 0 once every piece is verified.
+    Download(DownloadArgs),
+    /// Seed a torrent from data already on disk, until SIGINT/SIGTERM.
+    Seed(SeedArgs),
+    /// Create a .torrent file for a file or folder.
+    Create(CreateArgs),
+}
+
+#[derive(Args)]
+struct NetArgs {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 6881)]
+    port: u16,
+    /// Local address for the listener and all outgoing connections.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    bind: IpAddr,
+    /// Dial this peer directly (repeatable); e.g. transmission never dials loopback peers.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    peers: Vec<SocketAddr>,
+    /// Upload cap over all peers, kB/s (1000 B/s); default unlimited.
+    #[arg(long, value_name = "KB/S", value_parser = parse_rate)]
+    max_upload_rate: Option<u64>,
+    /// Download cap over all peers, kB/s (1000 B/s); default unlimited.
+    #[arg(long, value_name = "KB/S", value_parser = parse_rate)]
+    max_download_rate: Option<u64>,
+    /// Most connections for this torrent, inbound and outbound.
+    #[arg(long, default_value_t = 50)]
+    max_peers: usize,
+    /// Print one JSON summary line on stdout (and nothing else there).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Folder to download into.
+    #[arg(short, long, default_value = ".")]
+    output: PathBuf,
+    /// Keep seeding after the download completes, until SIGINT/SIGTERM.
+    #[arg(long)]
+    seed_after: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Folder holding the content, laid out as `download -o DIR` leaves it.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// File or folder to describe.
+    path: PathBuf,
+    /// Where to write the .torrent.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Tracker announce URL (repeatable; each becomes its own tier).
+    #[arg(long = "tracker", value_name = "URL")]
+    trackers: Vec<String>,
+    /// Piece length in bytes (power of two, 16 KiB to 64 MiB); default by size.
+    #[arg(long, value_name = "BYTES")]
+    piece_length: Option<u64>,
+    /// BEP 19 web seed URL (repeatable).
+    #[arg(long = "web-seed", value_name = "URL")]
+    web_seeds: Vec<String>,
+}
+
+/// Parses a rate in kB/s into bytes per second.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let kb: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of kB/s"))?;
+    if !kb.is_finite() || kb <= 0.0 {
+        return Err("a rate must be a positive number of kB/s".into());
+    }
+    Ok((kb * 1000.0).round().max(1.0) as u64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Create(args) => create(args),
+        Command::Download(args) => {
+            let meta = load(&args.torrent)?;
+            std::fs::create_dir_all(&args.output)
+                .with_context(|| format!("cannot create {}", args.output.display()))?;
+            serve(
+                meta,
+                &args.output,
+                OpenMode::Create,
+                args.net,
+                args.seed_after,
+            )
+            .await
+        }
+        Command::Seed(args) => {
+            let meta = load(&args.torrent)?;
+            serve(meta, &args.data, OpenMode::Existing, args.net, true).await
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Arc<Metainfo>> {
+    Ok(Arc::new(
+        Metainfo::from_file(path).with_context(|| format!("{}", path.display()))?,
+    ))
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let size =
+        dir_size(&args.path).with_context(|| format!("cannot read {}", args.path.display()))?;
+    let opts = CreateOptions {
+        piece_length: args
+            .piece_length
+            .unwrap_or_else(|| metainfo::default_piece_length(size)),
+        trackers: args.trackers,
+        web_seeds: args.web_seeds,
+    };
+    let bytes = metainfo::create(&args.path, &opts)?;
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let meta = Metainfo::from_bytes(&bytes)?;
+    eprintln!(
+        "{}: {} bytes, {} pieces, info-hash {}",
+        args.output.display(),
+        meta.total_length,
+        meta.piece_count(),
+        meta.info_hash
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dir_size(path: &std::path::Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += dir_size(&entry?.path())?;
+    }
+    Ok(total)
+}
+
+/// Downloads and/or seeds one torrent until done (or, when `keep_seeding`, until a signal).
+async fn serve(
+    meta: Arc<Metainfo>,
+    dir: &std::path::Path,
+    mode: OpenMode,
+    net: NetArgs,
+    keep_seeding: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::start(ClientConfig {
+        bind: net.bind,
+        port: net.port,
+        upload_rate: net.max_upload_rate,
+        download_rate: net.max_download_rate,
+        ..ClientConfig::default()
+    })
+    .await?;
+    let config = SessionConfig {
+        max_peers: net.max_peers,
+        ..SessionConfig::default()
+    };
+    let session = Session::start(
+        client.shared.clone(),
+        meta.clone(),
+        dir,
+        mode,
+        config,
+        net.peers,
+    )
+    .await?;
+    if mode == OpenMode::Existing && !session.is_complete() {
+        tracing::warn!("data is incomplete: seeding the verified pieces and downloading the rest");
+    }
+    let show_progress = !net.json && std::io::stderr().is_terminal();
+    let mut complete = session.subscribe_complete();
+    let mut signals = Signals::new()?;
+    let mut progress = tokio::time::interval(Duration::from_millis(500));
+    let mut rate = RateMeter::new();
+    let mut reported = false;
+    let code = loop {
+        if *complete.borrow() && !reported {
+            reported = true;
+            let snap = session.snapshot();
+            if show_progress {
+                eprintln!("\r{}", progress_line(&snap, &mut rate));
+            }
+            if net.json {
+                println!("{}", summary_json(&meta, &snap));
+            } else if mode == OpenMode::Create {
+                eprintln!(
+                    "download complete: {} bytes in {:.1} s",
+                    snap.total_length,
+                    snap.seconds_to_complete.unwrap_or(0.0)
+                );
+            }
+            if !keep_seeding {
+                break ExitCode::SUCCESS;
+            }
+        }
+        tokio::select! {
+            _ = complete.changed() => {}
+            _ = signals.recv() => break if *complete.borrow() { ExitCode::SUCCESS } else { ExitCode::from(130) },
+            _ = session.shutdown.cancelled() => {
+                let error = session.fatal_error().unwrap_or_else(|| "session stopped".into());
+                session.stop().await;
+                bail!(error);
+            }
+            _ = progress.tick() => if show_progress && !reported {
+                eprint!("\r{}", progress_line(&session.snapshot(), &mut rate));
+                let _ = std::io::stderr().flush();
+            },
+        }
+    };
+    session.stop().await;
+    client.shutdown();
+    Ok(code)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Download rate over the last progress interval.
+struct RateMeter {
+    last: Instant,
+    bytes: u64,
+    rate: f64,
+}
+
+impl RateMeter {
+    fn new() -> RateMeter {
+        RateMeter {
+            last: Instant::now(),
+            bytes: 0,
+            rate: 0.0,
+        }
+    }
+
+    fn update(&mut self, bytes: u64) -> f64 {
+        let dt = self.last.elapsed().as_secs_f64();
+        if dt >= 0.25 {
+            self.rate = bytes.saturating_sub(self.bytes) as f64 / dt;
+            self.bytes = bytes;
+            self.last = Instant::now();
+        }
+        self.rate
+    }
+}
+
+fn progress_line(s: &Snapshot, rate: &mut RateMeter) -> String {
+    const WIDTH: usize = 30;
+    let frac = s.verified_bytes as f64 / s.total_length.max(1) as f64;
+    let filled = (frac * WIDTH as f64).round() as usize;
+    let down = rate.update(s.downloaded);
+    format!(
+        "[{}{}] {:5.1}%  {}/{} pieces  {:7.2} MB/s  {} peers  up {:.1} MB ",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        frac * 100.0,
+        s.pieces_verified,
+        s.pieces_total,
+        down / 1e6,
+        s.peers,
+        s.uploaded as f64 / 1e6,
+    )
+}
+
+fn summary_json(meta: &Metainfo, s: &Snapshot) -> serde_json::Value {
+    let seconds = s.seconds_to_complete.unwrap_or(0.0);
+    let from: serde_json::Map<String, serde_json::Value> = s
+        .bytes_from
+        .iter()
+        .map(|(a, b)| (a.to_string(), (*b).into()))
+        .collect();
+    serde_json::json!({
+        "event": "complete",
+        "name": meta.name,
+        "info_hash": meta.info_hash.to_hex(),
+        "bytes": s.total_length,
+        "downloaded": s.downloaded,
+        "seconds": seconds,
+        "mb_per_s": if seconds > 0.0 { s.downloaded as f64 / 1e6 / seconds } else { 0.0 },
+        "bytes_from": from,
+        "piece_failures": s.piece_failures,
+        "wasted": s.wasted,
+        "banned": s.banned.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+    })
+}

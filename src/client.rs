@@ -1,0 +1,198 @@
+//! One BitTorrent client: a peer id, a listening socket, shared rate caps,
+//! and the torrents (sessions) it runs. Inbound connections are routed to a
+//! session by the info-hash in their handshake.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::metainfo::InfoHash;
+use crate::ratelimit::RateLimiter;
+use crate::session::Session;
+use crate::tracker::{TrackerClient, TrackerError, UdpTiming};
+use crate::wire::{Handshake, HANDSHAKE_LEN};
+
+/// Peer id prefix (Azureus style): client code CB, version 0.1.0.0.
+pub const PEER_ID_PREFIX: &[u8; 8] = b"-CB0100-";
+/// How long a remote peer may take to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+}
+
+/// Network settings shared by every torrent of a client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Address for the listener and every outgoing socket (each test peer gets its own 127.0.0.x).
+    pub bind: IpAddr,
+    /// Listen port; 0 picks a free one.
+    pub port: u16,
+    /// Upload cap in bytes per second, over all peers.
+    pub upload_rate: Option<u64>,
+    /// Download cap in bytes per second, over all peers.
+    pub download_rate: Option<u64>,
+    pub udp_timing: UdpTiming,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 6881,
+            upload_rate: None,
+            download_rate: None,
+            udp_timing: UdpTiming::default(),
+        }
+    }
+}
+
+/// What every session of a client shares.
+pub struct ClientShared {
+    pub peer_id: [u8; 20],
+    pub bind: IpAddr,
+    pub listen_addr: SocketAddr,
+    pub upload: RateLimiter,
+    pub download: RateLimiter,
+    pub trackers: TrackerClient,
+    sessions: Mutex<HashMap<InfoHash, Arc<Session>>>,
+    pub shutdown: CancellationToken,
+}
+
+impl ClientShared {
+    pub(crate) fn add_session(&self, session: Arc<Session>) {
+        lock(&self.sessions).insert(session.meta.info_hash, session);
+    }
+
+    pub(crate) fn remove_session(&self, info_hash: &InfoHash) {
+        lock(&self.sessions).remove(info_hash);
+    }
+
+    fn session(&self, info_hash: &InfoHash) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(info_hash).cloned()
+    }
+
+    /// Opens a TCP connection from our bind address.
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if !self.bind.is_unspecified() && self.bind.is_ipv4() == addr.is_ipv4() {
+            socket.bind(SocketAddr::new(self.bind, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running client.
+#[derive(Clone)]
+pub struct Client {
+    pub shared: Arc<ClientShared>,
+}
+
+impl Client {
+    /// Binds the listener and starts accepting peers.
+    pub async fn start(config: ClientConfig) -> Result<Client, ClientError> {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ClientError::Listen { addr, source })?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|source| ClientError::Listen { addr, source })?;
+        let mut peer_id = [0u8; 20];
+        peer_id[..8].copy_from_slice(PEER_ID_PREFIX);
+        let mut rng = rand::rng();
+        for b in &mut peer_id[8..] {
+            *b = rng.sample(rand::distr::Alphanumeric);
+        }
+        let bind = (!config.bind.is_unspecified()).then_some(config.bind);
+        let shared = Arc::new(ClientShared {
+            peer_id,
+            bind: config.bind,
+            listen_addr,
+            upload: RateLimiter::new(config.upload_rate),
+            download: RateLimiter::new(config.download_rate),
+            trackers: TrackerClient::new(bind, config.udp_timing)?,
+            sessions: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(Client { shared })
+    }
+
+    /// The address peers reach us on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    /// Stops the listener and every session's tasks.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+async fn accept_loop(shared: Arc<ClientShared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = accept_one(shared, stream, addr).await {
+                        tracing::debug!(%addr, error = %e, "inbound connection refused");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(
+    shared: Arc<ClientShared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
+    let theirs = Handshake::parse(&buf)?;
+    let session = shared
+        .session(&theirs.info_hash)
+        .ok_or_else(|| anyhow::anyhow!("unknown info-hash {}", theirs.info_hash))?;
+    let ours = Handshake::new(theirs.info_hash, shared.peer_id);
+    stream.write_all(&ours.to_bytes()).await?;
+    crate::peer::run(session, stream, addr, theirs).await;
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! One connection to one peer, after the handshake.
+//!
+//! Three tasks per connection: this reader loop (protocol state, requests,
+//! timeouts), a writer that batches outgoing frames into few syscalls, and an
+//! uploader that reads requested blocks from disk within the upload cap, so a
+//! slow disk or a rate cap never stalls our own downloading.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::bitfield::Bitfield;
+use crate::client::lock;
+use crate::picker::PeerKey;
+use crate::session::{PeerCommand, Session};
+use crate::wire::{
+    BlockRef, ExtendedHandshake, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN,
+    MAX_BLOCK,
+};
+
+/// Requests we queue for a peer before dropping more; advertised as `reqq`.
+pub const OUR_REQQ: usize = 512;
+/// Assumed `reqq` of a peer that does not say (libtorrent's historic default).
+const DEFAULT_PEER_REQQ: usize = 250;
+/// Request queue bounds (blocks) and the seconds of traffic it should cover.
+const MIN_QUEUE: usize = 8;
+const MAX_QUEUE: usize = 512;
+const QUEUE_SECONDS: f64 = 1.5;
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
+/// Whole pieces up to this size are read once and served block by block.
+const PIECE_CACHE_LIMIT: u32 = 4 << 20;
+
+/// Dials `addr` and exchanges handshakes.
+pub async fn connect(
+    session: &Arc<Session>,
+    addr: SocketAddr,
+) -> anyhow::Result<(TcpStream, Handshake)> {
+    let mut stream = session.client.connect(addr).await?;
+    let ours = Handshake::new(session.meta.info_hash, session.client.peer_id);
+    stream.write_all(&ours.to_bytes()).await?;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut buf).await?;
+    let theirs = Handshake::parse(&buf)?;
+    if theirs.info_hash != ours.info_hash {
+        bail!("peer answered for another torrent");
+    }
+    Ok((stream, theirs))
+}
+
+/// Runs a handshaken connection until it closes.
+pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, theirs: Handshake) {
+    let (key, commands) = match session.register_peer(addr, theirs.peer_id) {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            tracing::debug!(%addr, %reason, "connection not admitted");
+            return;
+        }
+    };
+    tracing::debug!(%addr, client = %crate::wire::client_name(&theirs.peer_id), "peer connected");
+    let (read_half, write_half) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
+    let shared = Arc::new(UploadShared {
+        epoch: AtomicU64::new(0),
+        cancelled: Mutex::new(HashSet::new()),
+    });
+    let writer = tokio::spawn(write_loop(
+        FramedWrite::new(write_half, MessageCodec),
+        out_rx,
+    ));
+    let uploader = tokio::spawn(upload_loop(
+        session.clone(),
+        key,
+        up_rx,
+        out_tx.clone(),
+        shared.clone(),
+    ));
+    let mut conn = Connection {
+        our_have: session.have(),
+        has: Bitfield::new(session.meta.piece_count()),
+        session: session.clone(),
+        key,
+        addr,
+        peer_choking: true,
+        am_interested: false,
+        am_choking: true,
+        seen_bitfield: false,
+        outstanding: HashMap::new(),
+        queue_target: MIN_QUEUE * 2,
+        peer_reqq: DEFAULT_PEER_REQQ,
+        last_block: Instant::now(),
+        last_recv: Instant::now(),
+        last_keepalive: Instant::now(),
+        window_bytes: 0,
+        rate: 0.0,
+        out: out_tx,
+        uploads: up_tx,
+        upload: shared,
+    };
+    let result = conn
+        .run(
+            FramedRead::new(read_half, MessageCodec),
+            commands,
+            theirs.supports_extensions(),
+        )
+        .await;
+    if let Err(e) = &result {
+        tracing::debug!(%addr, error = %e, "peer connection closed");
+    }
+    let held: Vec<BlockRef> = conn.outstanding.keys().copied().collect();
+    session.release(key, held);
+    session.unregister_peer(key, &conn.has);
+    uploader.abort();
+    drop(conn);
+    let _ = writer.await;
+}
+
+/// Uploader state the reader updates: a choke bumps the epoch (dropping
+/// queued requests), a cancel removes one request.
+struct UploadShared {
+    epoch: AtomicU64,
+    cancelled: Mutex<HashSet<BlockRef>>,
+}
+
+struct Connection {
+    session: Arc<Session>,
+    key: PeerKey,
+    addr: SocketAddr,
+    /// Pieces the peer has.
+    has: Bitfield,
+    /// Pieces we have (kept current by `Have` commands), to validate requests without locking.
+    our_have: Bitfield,
+    peer_choking: bool,
+    am_interested: bool,
+    am_choking: bool,
+    seen_bitfield: bool,
+    /// Requests in flight to this peer and when they were sent.
+    outstanding: HashMap<BlockRef, Instant>,
+    queue_target: usize,
+    peer_reqq: usize,
+    last_block: Instant,
+    last_recv: Instant,
+    last_keepalive: Instant,
+    window_bytes: u64,
+    /// Smoothed download rate from this peer, bytes per second.
+    rate: f64,
+    out: mpsc::Sender<Message>,
+    uploads: mpsc::Sender<(BlockRef, u64)>,
+    upload: Arc<UploadShared>,
+}
+
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, MessageCodec>;
+
+impl Connection {
+    async fn run(
+        &mut self,
+        mut reader: Reader,
+        mut commands: mpsc::UnboundedReceiver<PeerCommand>,
+        extensions: bool,
+    ) -> anyhow::Result<()> {
+        if self.our_have.count() > 0 {
+            self.send(Message::Bitfield(Bytes::copy_from_slice(
+                self.our_have.as_bytes(),
+            )))
+            .await?;
+        }
+        if extensions {
+            let hs = ExtendedHandshake {
+                v: Some(concat!("ccfd-bt ", env!("CARGO_PKG_VERSION")).into()),
+                reqq: Some(OUR_REQQ as i64),
+                p: Some(i64::from(self.session.client.listen_addr.port())),
+                ..ExtendedHandshake::default()
+            };
+            self.send(Message::Extended {
+                id: 0,
+                payload: hs.to_bytes(),
+            })
+            .await?;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let shutdown = self.session.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                cmd = commands.recv() => match cmd {
+                    None | Some(PeerCommand::Close) => return Ok(()),
+                    Some(cmd) => self.on_command(cmd).await?,
+                },
+                msg = reader.next() => match msg {
+                    None => return Ok(()),
+                    Some(msg) => {
+                        self.last_recv = Instant::now();
+                        self.on_message(msg?).await?;
+                    }
+                },
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+    }
+
+    async fn send(&self, msg: Message) -> anyhow::Result<()> {
+        self.out.send(msg).await.context("writer closed")
+    }
+
+    async fn set_interested(&mut self, interested: bool) -> anyhow::Result<()> {
+        if interested != self.am_interested {
+            self.am_interested = interested;
+            self.send(if interested {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: Message) -> anyhow::Result<()> {
+        let n = self.has.len();
+        match msg {
+            Message::Bitfield(bits) => {
+                // BEP 3 puts it first; BEP 10 lets the extended handshake come before it.
+                if self.seen_bitfield || self.has.count() > 0 {
+                    bail!("bitfield after have messages or a second bitfield");
+                }
+                self.seen_bitfield = true;
+                self.has = Bitfield::from_wire(&bits, n).context("bitfield of the wrong length")?;
+                let wants = self.session.peer_bitfield(self.key, &self.has);
+                self.set_interested(wants).await?;
+            }
+            Message::Have(piece) => {
+                if piece >= n {
+                    bail!("have for piece {piece} of {n}");
+                }
+                if self.has.set(piece) && self.session.peer_have(self.key, piece, &self.has) {
+                    self.set_interested(true).await?;
+                }
+            }
+            Message::Choke => {
+                self.peer_choking = true;
+                let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
+                self.session.release(self.key, held);
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.last_block = Instant::now();
+            }
+            Message::Interested => self.session.peer_interest(self.key, true),
+            Message::NotInterested => self.session.peer_interest(self.key, false),
+            Message::Request(block) => self.on_request(block)?,
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => {
+                let block = BlockRef {
+                    piece,
+                    offset,
+                    length: data.len() as u32,
+                };
+                self.outstanding.remove(&block);
+                self.last_block = Instant::now();
+                self.window_bytes += data.len() as u64;
+                self.session
+                    .client
+                    .download
+                    .acquire(data.len() as u64)
+                    .await;
+                self.session.on_block(self.key, block, &data);
+            }
+            Message::Cancel(block) => {
+                let mut cancelled = lock(&self.upload.cancelled);
+                if cancelled.len() < OUR_REQQ {
+                    cancelled.insert(block);
+                }
+            }
+            Message::Extended { id: 0, payload } => {
+                if let Ok(hs) = ExtendedHandshake::parse(&payload) {
+                    if let Some(q) = hs
+                        .reqq
+                        .and_then(|q| usize::try_from(q).ok())
+                        .filter(|&q| q > 0)
+                    {
+                        self.peer_reqq = q;
+                    }
+                }
+            }
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Extended { .. }
+            | Message::Unknown { .. } => {}
+        }
+        self.fill_requests().await
+    }
+
+    fn on_request(&mut self, block: BlockRef) -> anyhow::Result<()> {
+        if self.am_choking {
+            return Ok(()); // BEP 3: requests while choked are dropped
+        }
+        let valid = block.piece < self.our_have.len()
+            && self.our_have.get(block.piece)
+            && block.length > 0
+            && block.length <= MAX_BLOCK
+            && u64::from(block.offset) + u64::from(block.length)
+                <= u64::from(self.session.meta.piece_len(block.piece));
+        if !valid {
+            bail!("invalid request {block:?}");
+        }
+        let epoch = self.upload.epoch.load(Ordering::Relaxed);
+        // A full queue means the peer exceeds the reqq we advertised: drop the request.
+        let _ = self.uploads.try_send((block, epoch));
+        Ok(())
+    }
+
+    async fn on_command(&mut self, cmd: PeerCommand) -> anyhow::Result<()> {
+        match cmd {
+            PeerCommand::Have(piece) => {
+                self.our_have.set(piece);
+                self.send(Message::Have(piece)).await?;
+            }
+            PeerCommand::Cancel(block) => {
+                if self.outstanding.remove(&block).is_some() {
+                    self.send(Message::Cancel(block)).await?;
+                }
+            }
+            PeerCommand::Choke(choke) => {
+                if choke != self.am_choking {
+                    self.am_choking = choke;
+                    if choke {
+                        self.upload.epoch.fetch_add(1, Ordering::Relaxed);
+                        lock(&self.upload.cancelled).clear();
+                    }
+                    self.send(if choke {
+                        Message::Choke
+                    } else {
+                        Message::Unchoke
+                    })
+                    .await?;
+                }
+            }
+            PeerCommand::Close => {}
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let config = &self.session.config;
+        self.rate = 0.6 * self.rate + 0.4 * self.window_bytes as f64;
+        self.window_bytes = 0;
+        let by_rate = (self.rate * QUEUE_SECONDS / f64::from(BLOCK_SIZE)).ceil() as usize;
+        self.queue_target = by_rate.clamp(MIN_QUEUE, MAX_QUEUE.min(self.peer_reqq).max(MIN_QUEUE));
+        if now.duration_since(self.last_recv) > config.idle_timeout {
+            bail!("idle for {:?}", config.idle_timeout);
+        }
+        if !self.outstanding.is_empty() && now.duration_since(self.last_block) > config.snub_timeout
+        {
+            // Snubbed: hand its requests to other peers, keep the connection.
+            tracing::debug!(addr = %self.addr, requests = self.outstanding.len(), "peer snubbed us");
+            let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
+            for b in &held {
+                self.send(Message::Cancel(*b)).await?;
+            }
+            self.session.release(self.key, held);
+            self.last_block = now;
+        }
+        if now.duration_since(self.last_keepalive) > KEEPALIVE_EVERY {
+            self.last_keepalive = now;
+            self.send(Message::KeepAlive).await?;
+        }
+        let wants = self.session.wants_from(&self.has);
+        self.set_interested(wants).await?;
+        self.fill_requests().await
+    }
+
+    /// Tops the request pipeline up to `queue_target`, in batches.
+    async fn fill_requests(&mut self) -> anyhow::Result<()> {
+        if self.peer_choking || !self.am_interested {
+            return Ok(());
+        }
+        let room = self.queue_target.saturating_sub(self.outstanding.len());
+        if room == 0 || (room < self.queue_target / 8 && !self.outstanding.is_empty()) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        for block in self.session.pick(self.key, &self.has, room) {
+            self.outstanding.insert(block, now);
+            self.send(Message::Request(block)).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if sink.feed(msg).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(more).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn upload_loop(
+    session: Arc<Session>,
+    key: PeerKey,
+    mut requests: mpsc::Receiver<(BlockRef, u64)>,
+    out: mpsc::Sender<Message>,
+    shared: Arc<UploadShared>,
+) {
+    let mut cache: Option<(u32, Bytes)> = None;
+    while let Some((block, epoch)) = requests.recv().await {
+        if epoch != shared.epoch.load(Ordering::Relaxed) || lock(&shared.cancelled).remove(&block) {
+            continue;
+        }
+        let data = match &cache {
+            Some((piece, data)) if *piece == block.piece => {
+                data.slice(block.offset as usize..(block.offset + block.length) as usize)
+            }
+            _ => match read_for_upload(&session, block).await {
+                Ok((whole, data)) => {
+                    if let Some(whole) = whole {
+                        cache = Some((block.piece, whole));
+                    }
+                    data
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read block to upload");
+                    return;
+                }
+            },
+        };
+        session.client.upload.acquire(u64::from(block.length)).await;
+        if out
+            .send(Message::Piece {
+                piece: block.piece,
+                offset: block.offset,
+                data,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        session.on_upload(key, u64::from(block.length));
+    }
+}
+
+/// Reads a requested block on the blocking pool; small pieces are read whole for the cache.
+async fn read_for_upload(
+    session: &Arc<Session>,
+    block: BlockRef,
+) -> anyhow::Result<(Option<Bytes>, Bytes)> {
+    let storage = session.storage().clone();
+    let piece_len = session.meta.piece_len(block.piece);
+    let piece_offset = u64::from(block.piece) * session.meta.piece_length;
+    tokio::task::spawn_blocking(move || {
+        if piece_len <= PIECE_CACHE_LIMIT {
+            let whole = Bytes::from(storage.read_piece(block.piece, piece_len)?);
+            let data = whole.slice(block.offset as usize..(block.offset + block.length) as usize);
+            Ok((Some(whole), data))
+        } else {
+            let mut buf = vec![0u8; block.length as usize];
+            storage.read_at(piece_offset + u64::from(block.offset), &mut buf)?;
+            Ok((None, Bytes::from(buf)))
+        }
+    })
+    .await?
+}

@@ -1,0 +1,653 @@
+//! One torrent being downloaded or seeded.
+//!
+//! `SwarmState` (behind a short-held mutex, never across an `.await`) owns
+//! the picker, the buffers of pieces in flight, and a handle per connected
+//! peer. Peer tasks call in to pick blocks and hand over data; completed
+//! pieces are hashed and written on the blocking pool, and only a verified
+//! piece is marked done and announced with `have`.
+//!
+//! Why a mutex and not an actor: the hot path is one short critical section
+//! per 16 KiB block; an actor would add a channel round trip to each.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::bitfield::Bitfield;
+use crate::client::{lock, ClientShared};
+use crate::metainfo::Metainfo;
+use crate::picker::{BlockOutcome, PeerKey, Picker};
+use crate::storage::{piece_hash, OpenMode, Storage, StorageError};
+use crate::tracker::TrackerTiers;
+use crate::wire::BlockRef;
+
+/// Tunables of one session; tests shorten the timeouts.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Connections per torrent, inbound and outbound together.
+    pub max_peers: usize,
+    /// Peers we upload to at once.
+    pub max_unchoked: usize,
+    /// A peer that sends nothing for this long while we wait on requests is snubbed.
+    pub snub_timeout: Duration,
+    /// A connection silent this long is closed (peers send keep-alives every 2 min).
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Hash failures a peer may contribute to before it is banned.
+    pub ban_strikes: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_peers: 50,
+            max_unchoked: 8,
+            snub_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(10),
+            ban_strikes: 3,
+        }
+    }
+}
+
+/// Messages from the session to one peer task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// We verified this piece: tell the peer.
+    Have(u32),
+    /// Another peer delivered this block first (endgame): cancel our request.
+    Cancel(BlockRef),
+    /// Choke (true) or unchoke (false) the peer.
+    Choke(bool),
+    /// Close the connection (banned, duplicate, or shutting down).
+    Close,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error("peer is banned")]
+    Banned,
+    #[error("already connected to this peer")]
+    Duplicate,
+    #[error("connection to ourselves")]
+    SelfConnection,
+    #[error("connection limit reached")]
+    Full,
+}
+
+struct PeerEntry {
+    addr: SocketAddr,
+    peer_id: [u8; 20],
+    tx: mpsc::UnboundedSender<PeerCommand>,
+    interested: bool,
+    unchoked: bool,
+    is_seed: bool,
+    downloaded: u64,
+    uploaded: u64,
+}
+
+struct PieceBuffer {
+    data: Vec<u8>,
+    contributors: HashSet<IpAddr>,
+}
+
+/// When to try an address again.
+struct Candidate {
+    next_try: Instant,
+    failures: u32,
+    /// Given by the user (`--peer`): keep trying even when we are a seed.
+    pinned: bool,
+}
+
+struct SwarmState {
+    picker: Picker,
+    buffers: HashMap<u32, PieceBuffer>,
+    peers: HashMap<PeerKey, PeerEntry>,
+    candidates: HashMap<SocketAddr, Candidate>,
+    connecting: HashSet<SocketAddr>,
+    strikes: HashMap<IpAddr, u32>,
+    banned: HashSet<IpAddr>,
+    next_key: PeerKey,
+    rng: StdRng,
+    downloaded: u64,
+    uploaded: u64,
+    wasted: u64,
+    piece_failures: u32,
+    bytes_from: BTreeMap<SocketAddr, u64>,
+    completed_at: Option<Instant>,
+}
+
+/// Byte counters for trackers and reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub left: u64,
+}
+
+/// A point-in-time view of a session, for progress lines and `--json`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub pieces_total: u32,
+    pub pieces_verified: u32,
+    pub verified_bytes: u64,
+    pub total_length: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub wasted: u64,
+    pub piece_failures: u32,
+    pub peers: usize,
+    pub bytes_from: BTreeMap<SocketAddr, u64>,
+    pub banned: Vec<IpAddr>,
+    pub complete: bool,
+    /// Seconds from session start to the last verified piece.
+    pub seconds_to_complete: Option<f64>,
+}
+
+/// A running torrent.
+pub struct Session {
+    pub meta: Arc<Metainfo>,
+    pub client: Arc<ClientShared>,
+    pub config: SessionConfig,
+    storage: Arc<Storage>,
+    state: Mutex<SwarmState>,
+    complete_tx: watch::Sender<bool>,
+    fatal: Mutex<Option<String>>,
+    announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+}
+
+impl Session {
+    /// Opens storage (re-checking any data already there) and starts the
+    /// session's tasks: announcing, connecting, unchoking.
+    pub async fn start(
+        client: Arc<ClientShared>,
+        meta: Arc<Metainfo>,
+        root: &Path,
+        mode: OpenMode,
+        config: SessionConfig,
+        peers: Vec<SocketAddr>,
+    ) -> Result<Arc<Session>, StorageError> {
+        let started = Instant::now();
+        let (storage, have) = {
+            let meta = meta.clone();
+            let dir = root.to_path_buf();
+            tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                let storage = Storage::open(&meta, &dir, mode)?;
+                let have = if storage.fresh {
+                    Bitfield::new(meta.piece_count())
+                } else {
+                    storage.verify_all(&meta)
+                };
+                Ok((storage, have))
+            })
+            .await
+            .map_err(|e| StorageError::Io {
+                path: root.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??
+        };
+        tracing::info!(
+            verified = have.count(),
+            total = have.len(),
+            "storage checked"
+        );
+        let mut rng = StdRng::from_os_rng();
+        let complete = have.is_full();
+        let picker = Picker::new(meta.piece_length, meta.total_length, have, &mut rng);
+        let session = Arc::new(Session {
+            client: client.clone(),
+            config,
+            storage: Arc::new(storage),
+            state: Mutex::new(SwarmState {
+                picker,
+                buffers: HashMap::new(),
+                peers: HashMap::new(),
+                candidates: HashMap::new(),
+                connecting: HashSet::new(),
+                strikes: HashMap::new(),
+                banned: HashSet::new(),
+                next_key: 1,
+                rng: StdRng::from_rng(&mut rng),
+                downloaded: 0,
+                uploaded: 0,
+                wasted: 0,
+                piece_failures: 0,
+                bytes_from: BTreeMap::new(),
+                completed_at: complete.then_some(started),
+            }),
+            complete_tx: watch::channel(complete).0,
+            fatal: Mutex::new(None),
+            announcer: Mutex::new(None),
+            shutdown: client.shutdown.child_token(),
+            started,
+            meta: meta.clone(),
+        });
+        session.add_candidates(peers, true);
+        client.add_session(session.clone());
+        let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rng);
+        *lock(&session.announcer) =
+            Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
+        tokio::spawn(session.clone().maintain());
+        Ok(session)
+    }
+
+    /// Stops every task of this session and waits (a few seconds at most)
+    /// for the tracker to hear `stopped`.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.client.remove_session(&self.meta.info_hash);
+        let announcer = lock(&self.announcer).take();
+        if let Some(handle) = announcer {
+            let _ = tokio::time::timeout(Duration::from_secs(6), handle).await;
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self.complete_tx.borrow()
+    }
+
+    /// Fires when the last piece is verified.
+    pub fn subscribe_complete(&self) -> watch::Receiver<bool> {
+        self.complete_tx.subscribe()
+    }
+
+    /// A fatal error (disk full, files removed) that stopped the session.
+    pub fn fatal_error(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        lock(&self.state).peers.len()
+    }
+
+    pub fn totals(&self) -> Totals {
+        let s = lock(&self.state);
+        let verified: u64 = s
+            .picker
+            .have()
+            .ones()
+            .map(|i| u64::from(self.meta.piece_len(i)))
+            .sum();
+        Totals {
+            downloaded: s.downloaded,
+            uploaded: s.uploaded,
+            left: self.meta.total_length - verified,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let s = lock(&self.state);
+        let have = s.picker.have();
+        Snapshot {
+            pieces_total: have.len(),
+            pieces_verified: have.count(),
+            verified_bytes: have.ones().map(|i| u64::from(self.meta.piece_len(i))).sum(),
+            total_length: self.meta.total_length,
+            downloaded: s.downloaded,
+            uploaded: s.uploaded,
+            wasted: s.wasted,
+            piece_failures: s.piece_failures,
+            peers: s.peers.len(),
+            bytes_from: s.bytes_from.clone(),
+            banned: s.banned.iter().copied().collect(),
+            complete: have.is_full(),
+            seconds_to_complete: s
+                .completed_at
+                .map(|t| t.duration_since(self.started).as_secs_f64()),
+        }
+    }
+
+    /// Our verified pieces, for the bitfield message.
+    pub fn have(&self) -> Bitfield {
+        lock(&self.state).picker.have().clone()
+    }
+
+    /// Whether piece `piece` is verified (we may serve it).
+    pub fn has_piece(&self, piece: u32) -> bool {
+        lock(&self.state).picker.have().get(piece)
+    }
+
+    /// Adds addresses to try; `pinned` ones are retried for the session's life.
+    pub fn add_candidates(&self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool) {
+        let mut s = lock(&self.state);
+        let now = Instant::now();
+        for addr in addrs {
+            if addr == self.client.listen_addr || s.banned.contains(&addr.ip()) {
+                continue;
+            }
+            s.candidates
+                .entry(addr)
+                .and_modify(|c| c.pinned |= pinned)
+                .or_insert(Candidate {
+                    next_try: now,
+                    failures: 0,
+                    pinned,
+                });
+        }
+    }
+
+    /// Admits a handshaken connection.
+    pub fn register_peer(
+        &self,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+    ) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
+        let mut s = lock(&self.state);
+        if peer_id == self.client.peer_id {
+            return Err(Rejected::SelfConnection);
+        }
+        if s.banned.contains(&addr.ip()) {
+            return Err(Rejected::Banned);
+        }
+        if s.peers
+            .values()
+            .any(|p| p.peer_id == peer_id || p.addr == addr)
+        {
+            return Err(Rejected::Duplicate);
+        }
+        if s.peers.len() >= self.config.max_peers {
+            return Err(Rejected::Full);
+        }
+        let key = s.next_key;
+        s.next_key += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        s.peers.insert(
+            key,
+            PeerEntry {
+                addr,
+                peer_id,
+                tx,
+                interested: false,
+                unchoked: false,
+                is_seed: false,
+                downloaded: 0,
+                uploaded: 0,
+            },
+        );
+        if let Some(c) = s.candidates.get_mut(&addr) {
+            c.failures = 0;
+        }
+        Ok((key, rx))
+    }
+
+    /// A connection ended: its pieces and requests leave the plan.
+    pub fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
+        let mut s = lock(&self.state);
+        if let Some(p) = s.peers.remove(&key) {
+            let now = Instant::now();
+            if let Some(c) = s.candidates.get_mut(&p.addr) {
+                c.failures += 1;
+                c.next_try = now + backoff(c.failures);
+            }
+            s.picker.remove_peer(key, has);
+        }
+    }
+
+    /// The peer's bitfield arrived.
+    pub fn peer_bitfield(&self, key: PeerKey, has: &Bitfield) -> bool {
+        let mut s = lock(&self.state);
+        s.picker.add_peer_pieces(has);
+        if let Some(p) = s.peers.get_mut(&key) {
+            p.is_seed = has.is_full();
+        }
+        s.picker.wants_any(has)
+    }
+
+    /// The peer announced a piece; returns whether we want it.
+    pub fn peer_have(&self, key: PeerKey, piece: u32, has: &Bitfield) -> bool {
+        let mut s = lock(&self.state);
+        s.picker.add_peer_piece(piece);
+        if let Some(p) = s.peers.get_mut(&key) {
+            p.is_seed = has.is_full();
+        }
+        !s.picker.have().get(piece)
+    }
+
+    /// Whether the peer still has anything we lack.
+    pub fn wants_from(&self, has: &Bitfield) -> bool {
+        lock(&self.state).picker.wants_any(has)
+    }
+
+    /// The peer's interest in us changed; unchoke it at once if a slot is free.
+    pub fn peer_interest(&self, key: PeerKey, interested: bool) {
+        let mut s = lock(&self.state);
+        if let Some(p) = s.peers.get_mut(&key) {
+            p.interested = interested;
+        }
+        self.rebalance_unchokes(&mut s);
+    }
+
+    /// Picks blocks to request from a peer.
+    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize) -> Vec<BlockRef> {
+        let mut s = lock(&self.state);
+        let SwarmState { picker, rng, .. } = &mut *s;
+        picker.pick(key, has, max, rng)
+    }
+
+    /// Returns requests of a peer to the pool (choked, snubbed, timed out).
+    pub fn release(&self, key: PeerKey, blocks: impl IntoIterator<Item = BlockRef>) {
+        let mut s = lock(&self.state);
+        for b in blocks {
+            s.picker.release(key, b);
+        }
+    }
+
+    /// A block arrived from a peer.
+    pub fn on_block(self: &Arc<Self>, key: PeerKey, block: BlockRef, data: &Bytes) {
+        let mut s = lock(&self.state);
+        let Some(addr) = s.peers.get(&key).map(|p| p.addr) else {
+            return;
+        };
+        match s.picker.block_received(key, block) {
+            BlockOutcome::Unwanted => s.wasted += u64::from(block.length),
+            BlockOutcome::Accepted { complete, cancel } => {
+                let len = u64::from(block.length);
+                s.downloaded += len;
+                *s.bytes_from.entry(addr).or_default() += len;
+                if let Some(p) = s.peers.get_mut(&key) {
+                    p.downloaded += len;
+                }
+                let piece_len = self.meta.piece_len(block.piece) as usize;
+                let buf = s.buffers.entry(block.piece).or_insert_with(|| PieceBuffer {
+                    data: vec![0; piece_len],
+                    contributors: HashSet::new(),
+                });
+                let at = block.offset as usize;
+                buf.data[at..at + data.len()].copy_from_slice(data);
+                buf.contributors.insert(addr.ip());
+                for other in cancel {
+                    if let Some(p) = s.peers.get(&other) {
+                        let _ = p.tx.send(PeerCommand::Cancel(block));
+                    }
+                }
+                if complete {
+                    if let Some(buf) = s.buffers.remove(&block.piece) {
+                        tokio::spawn(self.clone().verify_and_store(block.piece, buf));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts bytes we uploaded to a peer.
+    pub fn on_upload(&self, key: PeerKey, bytes: u64) {
+        let mut s = lock(&self.state);
+        s.uploaded += bytes;
+        if let Some(p) = s.peers.get_mut(&key) {
+            p.uploaded += bytes;
+        }
+    }
+
+    async fn verify_and_store(self: Arc<Self>, piece: u32, buf: PieceBuffer) {
+        let expected = self.meta.piece_hashes[piece as usize];
+        let storage = self.storage.clone();
+        let PieceBuffer { data, contributors } = buf;
+        let result = tokio::task::spawn_blocking(move || {
+            if piece_hash(&data) != expected {
+                return Ok(false);
+            }
+            storage.write_piece(piece, &data).map(|_| true)
+        })
+        .await;
+        let mut s = lock(&self.state);
+        match result {
+            Ok(Ok(true)) => {
+                s.picker.piece_verified(piece);
+                for p in s.peers.values() {
+                    let _ = p.tx.send(PeerCommand::Have(piece));
+                }
+                if s.picker.is_complete() {
+                    s.completed_at = Some(Instant::now());
+                    tracing::info!("download complete");
+                    self.complete_tx.send_replace(true);
+                }
+            }
+            Ok(Ok(false)) => {
+                s.picker.piece_failed(piece);
+                s.piece_failures += 1;
+                tracing::warn!(piece, ?contributors, "piece failed its hash check");
+                for ip in contributors {
+                    let strikes = s.strikes.entry(ip).or_default();
+                    *strikes += 1;
+                    if *strikes >= self.config.ban_strikes {
+                        tracing::warn!(%ip, "banning peer after repeated hash failures");
+                        s.banned.insert(ip);
+                        for p in s.peers.values().filter(|p| p.addr.ip() == ip) {
+                            let _ = p.tx.send(PeerCommand::Close);
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => self.fail(&mut s, e.to_string()),
+            Err(e) => self.fail(&mut s, format!("hashing task failed: {e}")),
+        }
+    }
+
+    fn fail(&self, s: &mut SwarmState, error: String) {
+        tracing::error!(%error, "session stopped");
+        *lock(&self.fatal) = Some(error);
+        for p in s.peers.values() {
+            let _ = p.tx.send(PeerCommand::Close);
+        }
+        self.shutdown.cancel();
+    }
+
+    /// Plain unchoking: every interested peer, up to `max_unchoked` (tit-for-tat is the choker's job).
+    fn rebalance_unchokes(&self, s: &mut SwarmState) {
+        let mut unchoked = s.peers.values().filter(|p| p.unchoked).count();
+        for p in s.peers.values_mut() {
+            if p.unchoked && !p.interested {
+                p.unchoked = false;
+                unchoked -= 1;
+                let _ = p.tx.send(PeerCommand::Choke(true));
+            }
+        }
+        for p in s.peers.values_mut() {
+            if unchoked >= self.config.max_unchoked {
+                break;
+            }
+            if !p.unchoked && p.interested {
+                p.unchoked = true;
+                unchoked += 1;
+                let _ = p.tx.send(PeerCommand::Choke(false));
+            }
+        }
+    }
+
+    /// Once a second: dial candidates, rebalance unchokes, drop seed-to-seed links.
+    async fn maintain(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let dial = {
+                let mut s = lock(&self.state);
+                self.rebalance_unchokes(&mut s);
+                let complete = s.picker.is_complete();
+                if complete {
+                    for p in s.peers.values().filter(|p| p.is_seed) {
+                        let _ = p.tx.send(PeerCommand::Close);
+                    }
+                }
+                let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+                let room = self
+                    .config
+                    .max_peers
+                    .saturating_sub(s.peers.len() + s.connecting.len());
+                let now = Instant::now();
+                let dial: Vec<SocketAddr> = s
+                    .candidates
+                    .iter()
+                    .filter(|(a, c)| {
+                        c.next_try <= now && (!complete || c.pinned) && !connected.contains(a)
+                    })
+                    .map(|(a, _)| *a)
+                    .filter(|a| !s.connecting.contains(a))
+                    .take(room)
+                    .collect();
+                for a in &dial {
+                    s.connecting.insert(*a);
+                }
+                dial
+            };
+            for addr in dial {
+                tokio::spawn(self.clone().dial(addr));
+            }
+        }
+        let s = lock(&self.state);
+        for p in s.peers.values() {
+            let _ = p.tx.send(PeerCommand::Close);
+        }
+    }
+
+    async fn dial(self: Arc<Self>, addr: SocketAddr) {
+        let outcome = tokio::time::timeout(
+            self.config.connect_timeout,
+            crate::peer::connect(&self, addr),
+        )
+        .await;
+        let stream = match outcome {
+            Ok(Ok(pair)) => Some(pair),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "connect failed");
+                None
+            }
+            Err(_) => None,
+        };
+        {
+            let mut s = lock(&self.state);
+            s.connecting.remove(&addr);
+            if stream.is_none() {
+                if let Some(c) = s.candidates.get_mut(&addr) {
+                    c.failures += 1;
+                    c.next_try = Instant::now() + backoff(c.failures);
+                }
+            }
+        }
+        if let Some((stream, theirs)) = stream {
+            crate::peer::run(self, stream, addr, theirs).await;
+        }
+    }
+}
+
+/// Retry delay after `failures` consecutive failures: 2 s doubling to 2 min.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(120))
+}

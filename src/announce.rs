@@ -47,11 +47,7 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                 }
                 event = Event::None;
                 let min = resp.min_interval.unwrap_or(Duration::ZERO);
-                let early = if session.peer_count() == 0 {
-                    Duration::from_secs(10)
-                } else {
-                    Duration::from_secs(60)
-                };
+                let early = if session.peer_count() == 0 { Duration::from_secs(10) } else { Duration::from_secs(60) };
                 Some((resp.interval, min.max(early)))
             }
             Err(e) => {
@@ -89,12 +85,7 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
     }
 }
 
-fn request(
-    session: &Session,
-    event: Event,
-    key: u32,
-    tracker_id: Option<String>,
-) -> AnnounceRequest {
+fn request(session: &Session, event: Event, key: u32, tracker_id: Option<String>) -> AnnounceRequest {
     let totals = session.totals();
     AnnounceRequest {
         info_hash: session.meta.info_hash,

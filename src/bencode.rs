@@ -84,10 +84,7 @@ pub fn read_bytes(buf: &[u8], pos: usize) -> Result<(Range<usize>, usize), Benco
 }
 
 fn find(buf: &[u8], from: usize, byte: u8) -> Result<usize, BencodeError> {
-    buf.get(from..)
-        .and_then(|rest| rest.iter().position(|&b| b == byte))
-        .map(|i| from + i)
-        .ok_or(BencodeError::Truncated(buf.len()))
+    buf.get(from..).and_then(|rest| rest.iter().position(|&b| b == byte)).map(|i| from + i).ok_or(BencodeError::Truncated(buf.len()))
 }
 
 /// Finds the raw span of `key`'s value in the top-level dictionary of `buf`.
@@ -104,9 +101,7 @@ pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Range<usize>, BencodeEr
         }
         p = end;
     }
-    Err(BencodeError::MissingKey(
-        String::from_utf8_lossy(key).into_owned(),
-    ))
+    Err(BencodeError::MissingKey(String::from_utf8_lossy(key).into_owned()))
 }
 
 #[cfg(test)]
@@ -126,10 +121,7 @@ mod tests {
         assert!(dict_value_span(b"d4:infoi12", b"info").is_err());
         assert!(dict_value_span(b"x", b"info").is_err());
         assert!(dict_value_span(b"d99999999999:e", b"info").is_err());
-        assert_eq!(
-            dict_value_span(b"d1:ai1ee", b"info"),
-            Err(BencodeError::MissingKey("info".into()))
-        );
+        assert_eq!(dict_value_span(b"d1:ai1ee", b"info"), Err(BencodeError::MissingKey("info".into())));
     }
 
     #[test]

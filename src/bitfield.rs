@@ -12,11 +12,7 @@ pub struct Bitfield {
 impl Bitfield {
     /// An empty set of `len` pieces.
     pub fn new(len: u32) -> Bitfield {
-        Bitfield {
-            bytes: vec![0; (len as usize).div_ceil(8)],
-            len,
-            ones: 0,
-        }
+        Bitfield { bytes: vec![0; (len as usize).div_ceil(8)], len, ones: 0 }
     }
 
     /// A full set of `len` pieces.
@@ -34,19 +30,11 @@ impl Bitfield {
             return None;
         }
         let spare = (bytes.len() * 8) as u32 - len;
-        if spare > 0
-            && bytes
-                .last()
-                .is_some_and(|last| last & ((1u8 << spare) - 1) != 0)
-        {
+        if spare > 0 && bytes.last().is_some_and(|last| last & ((1u8 << spare) - 1) != 0) {
             return None;
         }
         let ones = bytes.iter().map(|b| b.count_ones()).sum();
-        Some(Bitfield {
-            bytes: bytes.to_vec(),
-            len,
-            ones,
-        })
+        Some(Bitfield { bytes: bytes.to_vec(), len, ones })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -101,11 +89,7 @@ mod tests {
         b.set(9);
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         assert_eq!(Bitfield::from_wire(&[0x80, 0x40], 10), Some(b.clone()));
-        assert_eq!(
-            Bitfield::from_wire(&[0x80, 0x41], 10),
-            None,
-            "spare bit set"
-        );
+        assert_eq!(Bitfield::from_wire(&[0x80, 0x41], 10), None, "spare bit set");
         assert_eq!(Bitfield::from_wire(&[0x80], 10), None, "too short");
         assert_eq!(b.count(), 2);
         assert!(!b.set(0) && !b.set(10));

@@ -27,10 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tracker(#[from] TrackerError),
 }
@@ -88,11 +85,7 @@ impl ClientShared {
 
     /// Opens a TCP connection from our bind address.
     pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         if !self.bind.is_unspecified() && self.bind.is_ipv4() == addr.is_ipv4() {
             socket.bind(SocketAddr::new(self.bind, 0))?;
         }
@@ -117,12 +110,8 @@ impl Client {
     /// Binds the listener and starts accepting peers.
     pub async fn start(config: ClientConfig) -> Result<Client, ClientError> {
         let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ClientError::Listen { addr, source })?;
-        let listen_addr = listener
-            .local_addr()
-            .map_err(|source| ClientError::Listen { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ClientError::Listen { addr, source })?;
+        let listen_addr = listener.local_addr().map_err(|source| ClientError::Listen { addr, source })?;
         let mut peer_id = [0u8; 20];
         peer_id[..8].copy_from_slice(PEER_ID_PREFIX);
         let mut rng = rand::rng();
@@ -179,18 +168,12 @@ async fn accept_loop(shared: Arc<ClientShared>, listener: TcpListener) {
     }
 }
 
-async fn accept_one(
-    shared: Arc<ClientShared>,
-    mut stream: TcpStream,
-    addr: SocketAddr,
-) -> anyhow::Result<()> {
+async fn accept_one(shared: Arc<ClientShared>, mut stream: TcpStream, addr: SocketAddr) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
     let theirs = Handshake::parse(&buf)?;
-    let session = shared
-        .session(&theirs.info_hash)
-        .ok_or_else(|| anyhow::anyhow!("unknown info-hash {}", theirs.info_hash))?;
+    let session = shared.session(&theirs.info_hash).ok_or_else(|| anyhow::anyhow!("unknown info-hash {}", theirs.info_hash))?;
     let ours = Handshake::new(theirs.info_hash, shared.peer_id);
     stream.write_all(&ours.to_bytes()).await?;
     crate::peer::run(session, stream, addr, theirs).await;

@@ -106,9 +106,7 @@ struct CreateArgs {
 
 /// Parses a rate in kB/s into bytes per second.
 fn parse_rate(s: &str) -> Result<u64, String> {
-    let kb: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of kB/s"))?;
+    let kb: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of kB/s"))?;
     if !kb.is_finite() || kb <= 0.0 {
         return Err("a rate must be a positive number of kB/s".into());
     }
@@ -118,11 +116,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(16)
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(16).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -144,12 +138,8 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -157,16 +147,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Create(args) => create(args),
         Command::Download(args) => {
             let meta = load(&args.torrent)?;
-            std::fs::create_dir_all(&args.output)
-                .with_context(|| format!("cannot create {}", args.output.display()))?;
-            serve(
-                meta,
-                &args.output,
-                OpenMode::Create,
-                args.net,
-                args.seed_after,
-            )
-            .await
+            std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+            serve(meta, &args.output, OpenMode::Create, args.net, args.seed_after).await
         }
         Command::Seed(args) => {
             let meta = load(&args.torrent)?;
@@ -176,32 +158,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Arc<Metainfo>> {
-    Ok(Arc::new(
-        Metainfo::from_file(path).with_context(|| format!("{}", path.display()))?,
-    ))
+    Ok(Arc::new(Metainfo::from_file(path).with_context(|| format!("{}", path.display()))?))
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let size =
-        dir_size(&args.path).with_context(|| format!("cannot read {}", args.path.display()))?;
+    let size = dir_size(&args.path).with_context(|| format!("cannot read {}", args.path.display()))?;
     let opts = CreateOptions {
-        piece_length: args
-            .piece_length
-            .unwrap_or_else(|| metainfo::default_piece_length(size)),
+        piece_length: args.piece_length.unwrap_or_else(|| metainfo::default_piece_length(size)),
         trackers: args.trackers,
         web_seeds: args.web_seeds,
     };
     let bytes = metainfo::create(&args.path, &opts)?;
-    std::fs::write(&args.output, &bytes)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    std::fs::write(&args.output, &bytes).with_context(|| format!("cannot write {}", args.output.display()))?;
     let meta = Metainfo::from_bytes(&bytes)?;
-    eprintln!(
-        "{}: {} bytes, {} pieces, info-hash {}",
-        args.output.display(),
-        meta.total_length,
-        meta.piece_count(),
-        meta.info_hash
-    );
+    eprintln!("{}: {} bytes, {} pieces, info-hash {}", args.output.display(), meta.total_length, meta.piece_count(), meta.info_hash);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -218,13 +188,7 @@ fn dir_size(path: &std::path::Path) -> std::io::Result<u64> {
 }
 
 /// Downloads and/or seeds one torrent until done (or, when `keep_seeding`, until a signal).
-async fn serve(
-    meta: Arc<Metainfo>,
-    dir: &std::path::Path,
-    mode: OpenMode,
-    net: NetArgs,
-    keep_seeding: bool,
-) -> anyhow::Result<ExitCode> {
+async fn serve(meta: Arc<Metainfo>, dir: &std::path::Path, mode: OpenMode, net: NetArgs, keep_seeding: bool) -> anyhow::Result<ExitCode> {
     let client = Client::start(ClientConfig {
         bind: net.bind,
         port: net.port,
@@ -233,19 +197,8 @@ async fn serve(
         ..ClientConfig::default()
     })
     .await?;
-    let config = SessionConfig {
-        max_peers: net.max_peers,
-        ..SessionConfig::default()
-    };
-    let session = Session::start(
-        client.shared.clone(),
-        meta.clone(),
-        dir,
-        mode,
-        config,
-        net.peers,
-    )
-    .await?;
+    let config = SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() };
+    let session = Session::start(client.shared.clone(), meta.clone(), dir, mode, config, net.peers).await?;
     if mode == OpenMode::Existing && !session.is_complete() {
         tracing::warn!("data is incomplete: seeding the verified pieces and downloading the rest");
     }
@@ -265,11 +218,7 @@ async fn serve(
             if net.json {
                 println!("{}", summary_json(&meta, &snap));
             } else if mode == OpenMode::Create {
-                eprintln!(
-                    "download complete: {} bytes in {:.1} s",
-                    snap.total_length,
-                    snap.seconds_to_complete.unwrap_or(0.0)
-                );
+                eprintln!("download complete: {} bytes in {:.1} s", snap.total_length, snap.seconds_to_complete.unwrap_or(0.0));
             }
             if !keep_seeding {
                 break ExitCode::SUCCESS;
@@ -302,10 +251,7 @@ struct Signals {
 impl Signals {
     fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 
     async fn recv(&mut self) {
@@ -325,11 +271,7 @@ struct RateMeter {
 
 impl RateMeter {
     fn new() -> RateMeter {
-        RateMeter {
-            last: Instant::now(),
-            bytes: 0,
-            rate: 0.0,
-        }
+        RateMeter { last: Instant::now(), bytes: 0, rate: 0.0 }
     }
 
     fn update(&mut self, bytes: u64) -> f64 {
@@ -363,11 +305,7 @@ fn progress_line(s: &Snapshot, rate: &mut RateMeter) -> String {
 
 fn summary_json(meta: &Metainfo, s: &Snapshot) -> serde_json::Value {
     let seconds = s.seconds_to_complete.unwrap_or(0.0);
-    let from: serde_json::Map<String, serde_json::Value> = s
-        .bytes_from
-        .iter()
-        .map(|(a, b)| (a.to_string(), (*b).into()))
-        .collect();
+    let from: serde_json::Map<String, serde_json::Value> = s.bytes_from.iter().map(|(a, b)| (a.to_string(), (*b).into())).collect();
     serde_json::json!({
         "event": "complete",
         "name": meta.name,

@@ -24,10 +24,7 @@ pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum MetainfoError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("torrent file is larger than {MAX_TORRENT_FILE} bytes")]
     TooLarge,
     #[error("malformed torrent: {0}")]
@@ -103,10 +100,7 @@ pub struct Metainfo {
 impl Metainfo {
     /// Reads and validates a .torrent file.
     pub fn from_file(path: &Path) -> Result<Metainfo, MetainfoError> {
-        let io = |source| MetainfoError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| MetainfoError::Io { path: path.to_path_buf(), source };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_TORRENT_FILE {
             return Err(MetainfoError::TooLarge);
@@ -126,10 +120,7 @@ impl Metainfo {
 
     /// Builds metainfo from a bare info dictionary (as fetched by BEP 9) and
     /// trackers known from elsewhere (a magnet link).
-    pub fn from_info_bytes(
-        info: &[u8],
-        trackers: Vec<Vec<String>>,
-    ) -> Result<Metainfo, MetainfoError> {
+    pub fn from_info_bytes(info: &[u8], trackers: Vec<Vec<String>>) -> Result<Metainfo, MetainfoError> {
         let mut wrapped = Vec::with_capacity(info.len() + 8);
         wrapped.extend_from_slice(b"d4:info");
         wrapped.extend_from_slice(info);
@@ -142,8 +133,7 @@ impl Metainfo {
     fn from_parts(torrent: Torrent, info_bytes: Vec<u8>) -> Result<Metainfo, MetainfoError> {
         let malformed = |s: &str| MetainfoError::Malformed(s.to_string());
         let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
-        let piece_length =
-            u64::try_from(torrent.piece_length).map_err(|_| malformed("negative piece length"))?;
+        let piece_length = u64::try_from(torrent.piece_length).map_err(|_| malformed("negative piece length"))?;
         if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&piece_length) {
             return Err(malformed("piece length out of range (1 KiB to 64 MiB)"));
         }
@@ -152,13 +142,8 @@ impl Metainfo {
         let mut offset = 0u64;
         match &torrent.files {
             None => {
-                let length =
-                    u64::try_from(torrent.length).map_err(|_| malformed("negative length"))?;
-                files.push(FileEntry {
-                    path: PathBuf::from(&name),
-                    length,
-                    offset: 0,
-                });
+                let length = u64::try_from(torrent.length).map_err(|_| malformed("negative length"))?;
+                files.push(FileEntry { path: PathBuf::from(&name), length, offset: 0 });
                 offset = length;
             }
             Some(list) => {
@@ -166,17 +151,10 @@ impl Metainfo {
                     return Err(malformed("multi-file torrent with no files"));
                 }
                 for f in list {
-                    let length =
-                        u64::try_from(f.length).map_err(|_| malformed("negative file length"))?;
+                    let length = u64::try_from(f.length).map_err(|_| malformed("negative file length"))?;
                     let rel = sanitize_relative(&f.path)?;
-                    files.push(FileEntry {
-                        path: Path::new(&name).join(rel),
-                        length,
-                        offset,
-                    });
-                    offset = offset
-                        .checked_add(length)
-                        .ok_or_else(|| malformed("total length overflows"))?;
+                    files.push(FileEntry { path: Path::new(&name).join(rel), length, offset });
+                    offset = offset.checked_add(length).ok_or_else(|| malformed("total length overflows"))?;
                 }
             }
         }
@@ -186,30 +164,19 @@ impl Metainfo {
         }
         let expected_pieces = total_length.div_ceil(piece_length);
         if torrent.pieces.len() as u64 != expected_pieces {
-            return Err(MetainfoError::Malformed(format!(
-                "{} piece hashes for {} pieces",
-                torrent.pieces.len(),
-                expected_pieces
-            )));
+            return Err(MetainfoError::Malformed(format!("{} piece hashes for {} pieces", torrent.pieces.len(), expected_pieces)));
         }
         let piece_hashes = torrent
             .pieces
             .iter()
-            .map(|p| {
-                <[u8; 20]>::try_from(p.as_slice())
-                    .map_err(|_| malformed("piece hash is not 20 bytes"))
-            })
+            .map(|p| <[u8; 20]>::try_from(p.as_slice()).map_err(|_| malformed("piece hash is not 20 bytes")))
             .collect::<Result<Vec<_>, _>>()?;
         let mut trackers: Vec<Vec<String>> = torrent
             .announce_list
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .map(|tier| {
-                tier.into_iter()
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<_>>()
-            })
+            .map(|tier| tier.into_iter().filter(|u| !u.is_empty()).collect::<Vec<_>>())
             .filter(|tier| !tier.is_empty())
             .collect();
         if trackers.is_empty() {
@@ -217,11 +184,7 @@ impl Metainfo {
                 trackers.push(vec![a]);
             }
         }
-        let web_seeds = match torrent
-            .extra_fields
-            .as_ref()
-            .and_then(|f| f.get("url-list"))
-        {
+        let web_seeds = match torrent.extra_fields.as_ref().and_then(|f| f.get("url-list")) {
             Some(BencodeElem::String(s)) => vec![s.clone()],
             Some(BencodeElem::List(items)) => items
                 .iter()
@@ -270,13 +233,8 @@ fn sanitize_relative(path: &Path) -> Result<PathBuf, MetainfoError> {
     for c in path.components() {
         match c {
             Component::Normal(part) => {
-                let s = part
-                    .to_str()
-                    .ok_or_else(|| MetainfoError::UnsafePath(path.to_path_buf()))?;
-                out.push(
-                    sanitize_component(s)
-                        .map_err(|_| MetainfoError::UnsafePath(path.to_path_buf()))?,
-                );
+                let s = part.to_str().ok_or_else(|| MetainfoError::UnsafePath(path.to_path_buf()))?;
+                out.push(sanitize_component(s).map_err(|_| MetainfoError::UnsafePath(path.to_path_buf()))?);
             }
             _ => return Err(MetainfoError::UnsafePath(path.to_path_buf())),
         }
@@ -306,41 +264,27 @@ pub fn default_piece_length(total: u64) -> u64 {
 
 /// Creates the bytes of a .torrent for a file or folder.
 pub fn create(path: &Path, opts: &CreateOptions) -> Result<Vec<u8>, MetainfoError> {
-    let abs = std::fs::canonicalize(path).map_err(|source| MetainfoError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !opts.piece_length.is_power_of_two()
-        || !(16 << 10..=MAX_PIECE_LENGTH).contains(&opts.piece_length)
-    {
-        return Err(MetainfoError::Create(
-            "piece length must be a power of two from 16 KiB to 64 MiB".into(),
-        ));
+    let abs = std::fs::canonicalize(path).map_err(|source| MetainfoError::Io { path: path.to_path_buf(), source })?;
+    if !opts.piece_length.is_power_of_two() || !(16 << 10..=MAX_PIECE_LENGTH).contains(&opts.piece_length) {
+        return Err(MetainfoError::Create("piece length must be a power of two from 16 KiB to 64 MiB".into()));
     }
     let mut builder = TorrentBuilder::new(&abs, opts.piece_length as i64);
     if let Some(first) = opts.trackers.first() {
         builder = builder.set_announce(Some(first.clone()));
         if opts.trackers.len() > 1 {
-            builder =
-                builder.set_announce_list(opts.trackers.iter().map(|t| vec![t.clone()]).collect());
+            builder = builder.set_announce_list(opts.trackers.iter().map(|t| vec![t.clone()]).collect());
         }
     }
     match opts.web_seeds.as_slice() {
         [] => {}
-        [one] => {
-            builder = builder.add_extra_field("url-list".into(), BencodeElem::String(one.clone()))
-        }
+        [one] => builder = builder.add_extra_field("url-list".into(), BencodeElem::String(one.clone())),
         many => {
             let list = many.iter().cloned().map(BencodeElem::String).collect();
             builder = builder.add_extra_field("url-list".into(), BencodeElem::List(list));
         }
     }
-    let torrent = builder
-        .build()
-        .map_err(|e| MetainfoError::Create(e.to_string()))?;
-    torrent
-        .encode()
-        .map_err(|e| MetainfoError::Create(e.to_string()))
+    let torrent = builder.build().map_err(|e| MetainfoError::Create(e.to_string()))?;
+    torrent.encode().map_err(|e| MetainfoError::Create(e.to_string()))
 }
 
 #[cfg(test)]
@@ -371,40 +315,18 @@ mod tests {
         assert_eq!(m.info_bytes, info);
         assert_eq!(m.piece_count(), 3);
         assert_eq!(m.piece_len(2), 40000 - 2 * 16384);
-        assert_eq!(
-            m.files,
-            vec![FileEntry {
-                path: "movie".into(),
-                length: 40000,
-                offset: 0
-            }]
-        );
-        assert_eq!(
-            m.trackers,
-            vec![vec!["http://127.0.0.1:6969/announce".to_string()]]
-        );
+        assert_eq!(m.files, vec![FileEntry { path: "movie".into(), length: 40000, offset: 0 }]);
+        assert_eq!(m.trackers, vec![vec!["http://127.0.0.1:6969/announce".to_string()]]);
     }
 
     #[test]
     fn rejects_path_traversal_and_wrong_piece_count() {
-        let evil = info(
-            "5:filesld6:lengthi5e4:pathl2:..6:passwdeee4:name1:d12:piece lengthi16384e",
-            1,
-        );
-        assert!(
-            Metainfo::from_bytes(&sample(&evil)).is_err(),
-            "lava_torrent refuses '..' in paths"
-        );
+        let evil = info("5:filesld6:lengthi5e4:pathl2:..6:passwdeee4:name1:d12:piece lengthi16384e", 1);
+        assert!(Metainfo::from_bytes(&sample(&evil)).is_err(), "lava_torrent refuses '..' in paths");
         let evil_name = info("6:lengthi5e4:name2:..12:piece lengthi16384e", 1);
-        assert!(matches!(
-            Metainfo::from_bytes(&sample(&evil_name)),
-            Err(MetainfoError::UnsafePath(_))
-        ));
+        assert!(matches!(Metainfo::from_bytes(&sample(&evil_name)), Err(MetainfoError::UnsafePath(_))));
         let short = info("6:lengthi40000e4:name1:m12:piece lengthi16384e", 1);
-        assert!(matches!(
-            Metainfo::from_bytes(&sample(&short)),
-            Err(MetainfoError::Malformed(_))
-        ));
+        assert!(matches!(Metainfo::from_bytes(&sample(&short)), Err(MetainfoError::Malformed(_))));
         assert!(Metainfo::from_bytes(b"not a torrent").is_err());
     }
 

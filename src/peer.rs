@@ -24,10 +24,7 @@ use crate::bitfield::Bitfield;
 use crate::client::lock;
 use crate::picker::PeerKey;
 use crate::session::{PeerCommand, Session};
-use crate::wire::{
-    BlockRef, ExtendedHandshake, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN,
-    MAX_BLOCK,
-};
+use crate::wire::{BlockRef, ExtendedHandshake, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN, MAX_BLOCK};
 
 /// Requests we queue for a peer before dropping more; advertised as `reqq`.
 pub const OUR_REQQ: usize = 512;
@@ -42,10 +39,7 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 const PIECE_CACHE_LIMIT: u32 = 4 << 20;
 
 /// Dials `addr` and exchanges handshakes.
-pub async fn connect(
-    session: &Arc<Session>,
-    addr: SocketAddr,
-) -> anyhow::Result<(TcpStream, Handshake)> {
+pub async fn connect(session: &Arc<Session>, addr: SocketAddr) -> anyhow::Result<(TcpStream, Handshake)> {
     let mut stream = session.client.connect(addr).await?;
     let ours = Handshake::new(session.meta.info_hash, session.client.peer_id);
     stream.write_all(&ours.to_bytes()).await?;
@@ -71,21 +65,9 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let (read_half, write_half) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(1024);
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
-    let shared = Arc::new(UploadShared {
-        epoch: AtomicU64::new(0),
-        cancelled: Mutex::new(HashSet::new()),
-    });
-    let writer = tokio::spawn(write_loop(
-        FramedWrite::new(write_half, MessageCodec),
-        out_rx,
-    ));
-    let uploader = tokio::spawn(upload_loop(
-        session.clone(),
-        key,
-        up_rx,
-        out_tx.clone(),
-        shared.clone(),
-    ));
+    let shared = Arc::new(UploadShared { epoch: AtomicU64::new(0), cancelled: Mutex::new(HashSet::new()) });
+    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, MessageCodec), out_rx));
+    let uploader = tokio::spawn(upload_loop(session.clone(), key, up_rx, out_tx.clone(), shared.clone()));
     let mut conn = Connection {
         our_have: session.have(),
         has: Bitfield::new(session.meta.piece_count()),
@@ -95,7 +77,6 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         peer_choking: true,
         am_interested: false,
         am_choking: true,
-        seen_bitfield: false,
         outstanding: HashMap::new(),
         queue_target: MIN_QUEUE * 2,
         peer_reqq: DEFAULT_PEER_REQQ,
@@ -108,13 +89,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         uploads: up_tx,
         upload: shared,
     };
-    let result = conn
-        .run(
-            FramedRead::new(read_half, MessageCodec),
-            commands,
-            theirs.supports_extensions(),
-        )
-        .await;
+    let result = conn.run(FramedRead::new(read_half, MessageCodec), commands, theirs.supports_extensions()).await;
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
@@ -144,7 +119,6 @@ struct Connection {
     peer_choking: bool,
     am_interested: bool,
     am_choking: bool,
-    seen_bitfield: bool,
     /// Requests in flight to this peer and when they were sent.
     outstanding: HashMap<BlockRef, Instant>,
     queue_target: usize,
@@ -170,10 +144,7 @@ impl Connection {
         extensions: bool,
     ) -> anyhow::Result<()> {
         if self.our_have.count() > 0 {
-            self.send(Message::Bitfield(Bytes::copy_from_slice(
-                self.our_have.as_bytes(),
-            )))
-            .await?;
+            self.send(Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes()))).await?;
         }
         if extensions {
             let hs = ExtendedHandshake {
@@ -182,11 +153,7 @@ impl Connection {
                 p: Some(i64::from(self.session.client.listen_addr.port())),
                 ..ExtendedHandshake::default()
             };
-            self.send(Message::Extended {
-                id: 0,
-                payload: hs.to_bytes(),
-            })
-            .await?;
+            self.send(Message::Extended { id: 0, payload: hs.to_bytes() }).await?;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let shutdown = self.session.shutdown.clone();
@@ -217,12 +184,7 @@ impl Connection {
     async fn set_interested(&mut self, interested: bool) -> anyhow::Result<()> {
         if interested != self.am_interested {
             self.am_interested = interested;
-            self.send(if interested {
-                Message::Interested
-            } else {
-                Message::NotInterested
-            })
-            .await?;
+            self.send(if interested { Message::Interested } else { Message::NotInterested }).await?;
         }
         Ok(())
     }
@@ -231,13 +193,11 @@ impl Connection {
         let n = self.has.len();
         match msg {
             Message::Bitfield(bits) => {
-                // BEP 3 puts it first; BEP 10 lets the extended handshake come before it.
-                if self.seen_bitfield || self.has.count() > 0 {
-                    bail!("bitfield after have messages or a second bitfield");
-                }
-                self.seen_bitfield = true;
-                self.has = Bitfield::from_wire(&bits, n).context("bitfield of the wrong length")?;
-                let wants = self.session.peer_bitfield(self.key, &self.has);
+                // BEP 3 puts it first, but BEP 10 lets the extended handshake come
+                // before it and some clients (aria2) send it again: the latest wins.
+                let new = Bitfield::from_wire(&bits, n).context("bitfield of the wrong length")?;
+                let old = std::mem::replace(&mut self.has, new);
+                let wants = self.session.peer_bitfield(self.key, &old, &self.has);
                 self.set_interested(wants).await?;
             }
             Message::Have(piece) => {
@@ -260,24 +220,12 @@ impl Connection {
             Message::Interested => self.session.peer_interest(self.key, true),
             Message::NotInterested => self.session.peer_interest(self.key, false),
             Message::Request(block) => self.on_request(block)?,
-            Message::Piece {
-                piece,
-                offset,
-                data,
-            } => {
-                let block = BlockRef {
-                    piece,
-                    offset,
-                    length: data.len() as u32,
-                };
+            Message::Piece { piece, offset, data } => {
+                let block = BlockRef { piece, offset, length: data.len() as u32 };
                 self.outstanding.remove(&block);
                 self.last_block = Instant::now();
                 self.window_bytes += data.len() as u64;
-                self.session
-                    .client
-                    .download
-                    .acquire(data.len() as u64)
-                    .await;
+                self.session.client.download.acquire(data.len() as u64).await;
                 self.session.on_block(self.key, block, &data);
             }
             Message::Cancel(block) => {
@@ -288,19 +236,12 @@ impl Connection {
             }
             Message::Extended { id: 0, payload } => {
                 if let Ok(hs) = ExtendedHandshake::parse(&payload) {
-                    if let Some(q) = hs
-                        .reqq
-                        .and_then(|q| usize::try_from(q).ok())
-                        .filter(|&q| q > 0)
-                    {
+                    if let Some(q) = hs.reqq.and_then(|q| usize::try_from(q).ok()).filter(|&q| q > 0) {
                         self.peer_reqq = q;
                     }
                 }
             }
-            Message::KeepAlive
-            | Message::Port(_)
-            | Message::Extended { .. }
-            | Message::Unknown { .. } => {}
+            Message::KeepAlive | Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         self.fill_requests().await
     }
@@ -313,8 +254,7 @@ impl Connection {
             && self.our_have.get(block.piece)
             && block.length > 0
             && block.length <= MAX_BLOCK
-            && u64::from(block.offset) + u64::from(block.length)
-                <= u64::from(self.session.meta.piece_len(block.piece));
+            && u64::from(block.offset) + u64::from(block.length) <= u64::from(self.session.meta.piece_len(block.piece));
         if !valid {
             bail!("invalid request {block:?}");
         }
@@ -342,12 +282,7 @@ impl Connection {
                         self.upload.epoch.fetch_add(1, Ordering::Relaxed);
                         lock(&self.upload.cancelled).clear();
                     }
-                    self.send(if choke {
-                        Message::Choke
-                    } else {
-                        Message::Unchoke
-                    })
-                    .await?;
+                    self.send(if choke { Message::Choke } else { Message::Unchoke }).await?;
                 }
             }
             PeerCommand::Close => {}
@@ -365,8 +300,7 @@ impl Connection {
         if now.duration_since(self.last_recv) > config.idle_timeout {
             bail!("idle for {:?}", config.idle_timeout);
         }
-        if !self.outstanding.is_empty() && now.duration_since(self.last_block) > config.snub_timeout
-        {
+        if !self.outstanding.is_empty() && now.duration_since(self.last_block) > config.snub_timeout {
             // Snubbed: hand its requests to other peers, keep the connection.
             tracing::debug!(addr = %self.addr, requests = self.outstanding.len(), "peer snubbed us");
             let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
@@ -403,10 +337,7 @@ impl Connection {
     }
 }
 
-async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>,
-    mut rx: mpsc::Receiver<Message>,
-) {
+async fn write_loop(mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>, mut rx: mpsc::Receiver<Message>) {
     while let Some(msg) = rx.recv().await {
         if sink.feed(msg).await.is_err() {
             return;
@@ -435,9 +366,7 @@ async fn upload_loop(
             continue;
         }
         let data = match &cache {
-            Some((piece, data)) if *piece == block.piece => {
-                data.slice(block.offset as usize..(block.offset + block.length) as usize)
-            }
+            Some((piece, data)) if *piece == block.piece => data.slice(block.offset as usize..(block.offset + block.length) as usize),
             _ => match read_for_upload(&session, block).await {
                 Ok((whole, data)) => {
                     if let Some(whole) = whole {
@@ -452,15 +381,7 @@ async fn upload_loop(
             },
         };
         session.client.upload.acquire(u64::from(block.length)).await;
-        if out
-            .send(Message::Piece {
-                piece: block.piece,
-                offset: block.offset,
-                data,
-            })
-            .await
-            .is_err()
-        {
+        if out.send(Message::Piece { piece: block.piece, offset: block.offset, data }).await.is_err() {
             return;
         }
         session.on_upload(key, u64::from(block.length));
@@ -468,10 +389,7 @@ async fn upload_loop(
 }
 
 /// Reads a requested block on the blocking pool; small pieces are read whole for the cache.
-async fn read_for_upload(
-    session: &Arc<Session>,
-    block: BlockRef,
-) -> anyhow::Result<(Option<Bytes>, Bytes)> {
+async fn read_for_upload(session: &Arc<Session>, block: BlockRef) -> anyhow::Result<(Option<Bytes>, Bytes)> {
     let storage = session.storage().clone();
     let piece_len = session.meta.piece_len(block.piece);
     let piece_offset = u64::from(block.piece) * session.meta.piece_length;

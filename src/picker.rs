@@ -56,10 +56,7 @@ struct Partial {
 pub enum BlockOutcome {
     /// New data; `complete` when it was the piece's last block. `cancel` lists
     /// the other peers that also requested it (endgame) and should be cancelled.
-    Accepted {
-        complete: bool,
-        cancel: Vec<PeerKey>,
-    },
+    Accepted { complete: bool, cancel: Vec<PeerKey> },
     /// We already have these bytes, or never asked for them: drop the data.
     Unwanted,
 }
@@ -81,26 +78,10 @@ impl Picker {
     /// A plan for a torrent of which we already hold `have`.
     pub fn new(piece_length: u64, total_length: u64, have: Bitfield, rng: &mut impl Rng) -> Picker {
         let n = have.len();
-        let states = (0..n)
-            .map(|i| {
-                if have.get(i) {
-                    PieceState::Verified
-                } else {
-                    PieceState::Missing
-                }
-            })
-            .collect();
+        let states = (0..n).map(|i| if have.get(i) { PieceState::Verified } else { PieceState::Missing }).collect();
         let mut tie_break: Vec<u32> = (0..n).collect();
         tie_break.shuffle(rng);
-        Picker {
-            piece_length,
-            total_length,
-            states,
-            partial: BTreeMap::new(),
-            availability: vec![0; n as usize],
-            tie_break,
-            have,
-        }
+        Picker { piece_length, total_length, states, partial: BTreeMap::new(), availability: vec![0; n as usize], tie_break, have }
     }
 
     pub fn have(&self) -> &Bitfield {
@@ -127,11 +108,7 @@ impl Picker {
 
     fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
         let offset = block * BLOCK_SIZE;
-        BlockRef {
-            piece,
-            offset,
-            length: (self.piece_len(piece) - offset).min(BLOCK_SIZE),
-        }
+        BlockRef { piece, offset, length: (self.piece_len(piece) - offset).min(BLOCK_SIZE) }
     }
 
     /// A peer announced its bitfield.
@@ -148,12 +125,17 @@ impl Picker {
         }
     }
 
-    /// A peer left: its pieces no longer count, its requests return to the pool.
-    pub fn remove_peer(&mut self, peer: PeerKey, pieces: &Bitfield) {
+    /// A peer's pieces no longer count (it left, or replaced its bitfield).
+    pub fn remove_peer_pieces(&mut self, pieces: &Bitfield) {
         for i in pieces.ones() {
             let a = &mut self.availability[i as usize];
             *a = a.saturating_sub(1);
         }
+    }
+
+    /// A peer left: its pieces no longer count, its requests return to the pool.
+    pub fn remove_peer(&mut self, peer: PeerKey, pieces: &Bitfield) {
+        self.remove_peer_pieces(pieces);
         self.release_all(peer);
     }
 
@@ -168,23 +150,13 @@ impl Picker {
 
     /// Forgets one request of `peer` (it timed out or was rejected).
     pub fn release(&mut self, peer: PeerKey, block: BlockRef) {
-        if let Some(b) = self
-            .partial
-            .get_mut(&block.piece)
-            .and_then(|p| p.blocks.get_mut((block.offset / BLOCK_SIZE) as usize))
-        {
+        if let Some(b) = self.partial.get_mut(&block.piece).and_then(|p| p.blocks.get_mut((block.offset / BLOCK_SIZE) as usize)) {
             release_one(b, peer);
         }
     }
 
     /// Picks up to `max` blocks to request from `peer`, which has `peer_has`.
-    pub fn pick(
-        &mut self,
-        peer: PeerKey,
-        peer_has: &Bitfield,
-        max: usize,
-        rng: &mut impl Rng,
-    ) -> Vec<BlockRef> {
+    pub fn pick(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, rng: &mut impl Rng) -> Vec<BlockRef> {
         let mut out = Vec::new();
         self.pick_in_active(peer, peer_has, max, &mut out);
         while out.len() < max {
@@ -192,13 +164,7 @@ impl Picker {
                 break;
             };
             let blocks = vec![Block::Missing; self.block_count(piece) as usize];
-            self.partial.insert(
-                piece,
-                Partial {
-                    blocks,
-                    received: 0,
-                },
-            );
+            self.partial.insert(piece, Partial { blocks, received: 0 });
             self.states[piece as usize] = PieceState::Active;
             self.take_missing(peer, piece, max, &mut out);
         }
@@ -208,19 +174,8 @@ impl Picker {
         out
     }
 
-    fn pick_in_active(
-        &mut self,
-        peer: PeerKey,
-        peer_has: &Bitfield,
-        max: usize,
-        out: &mut Vec<BlockRef>,
-    ) {
-        let active: Vec<u32> = self
-            .partial
-            .keys()
-            .copied()
-            .filter(|&p| peer_has.get(p))
-            .collect();
+    fn pick_in_active(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
+        let active: Vec<u32> = self.partial.keys().copied().filter(|&p| peer_has.get(p)).collect();
         for piece in active {
             if out.len() >= max {
                 break;
@@ -247,8 +202,7 @@ impl Picker {
     }
 
     fn choose_new_piece(&self, peer_has: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
-        let candidates = (0..self.states.len() as u32)
-            .filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i));
+        let candidates = (0..self.states.len() as u32).filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i));
         if self.have.count() < RANDOM_FIRST_PIECES {
             let all: Vec<u32> = candidates.collect();
             return all.get(rng.random_range(0..all.len().max(1))).copied();
@@ -261,13 +215,7 @@ impl Picker {
         !self.states.contains(&PieceState::Missing)
     }
 
-    fn pick_endgame(
-        &mut self,
-        peer: PeerKey,
-        peer_has: &Bitfield,
-        max: usize,
-        out: &mut Vec<BlockRef>,
-    ) {
+    fn pick_endgame(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
         let mut picked = Vec::new();
         for (&piece, p) in self.partial.iter_mut() {
             if !peer_has.get(piece) {
@@ -285,11 +233,7 @@ impl Picker {
                 }
             }
         }
-        out.extend(
-            picked
-                .into_iter()
-                .map(|(piece, i)| self.block_ref(piece, i)),
-        );
+        out.extend(picked.into_iter().map(|(piece, i)| self.block_ref(piece, i)));
     }
 
     /// A block arrived from `peer`.
@@ -340,9 +284,7 @@ impl Picker {
 
     /// Whether `peer_has` holds any piece we still lack.
     pub fn wants_any(&self, peer_has: &Bitfield) -> bool {
-        peer_has
-            .ones()
-            .any(|i| self.states[i as usize] != PieceState::Verified)
+        peer_has.ones().any(|i| self.states[i as usize] != PieceState::Verified)
     }
 }
 
@@ -368,12 +310,7 @@ mod tests {
         for &h in have {
             bf.set(h);
         }
-        Picker::new(
-            PIECE,
-            PIECE * u64::from(pieces) - 1000,
-            bf,
-            &mut StdRng::seed_from_u64(1),
-        )
+        Picker::new(PIECE, PIECE * u64::from(pieces) - 1000, bf, &mut StdRng::seed_from_u64(1))
     }
 
     fn full(n: u32) -> Bitfield {
@@ -412,10 +349,7 @@ mod tests {
         let first = p.pick(1, &full(10), 2, &mut rng);
         p.release_all(1);
         let second = p.pick(2, &full(10), 2, &mut rng);
-        assert_eq!(
-            first, second,
-            "released blocks of the active piece go out again first"
-        );
+        assert_eq!(first, second, "released blocks of the active piece go out again first");
     }
 
     #[test]
@@ -427,24 +361,14 @@ mod tests {
         let piece0: Vec<_> = blocks.iter().filter(|b| b.piece == 0).copied().collect();
         for (i, b) in piece0.iter().enumerate() {
             let out = p.block_received(1, *b);
-            assert_eq!(
-                out,
-                BlockOutcome::Accepted {
-                    complete: i == 3,
-                    cancel: vec![]
-                }
-            );
+            assert_eq!(out, BlockOutcome::Accepted { complete: i == 3, cancel: vec![] });
         }
         assert_eq!(p.state(0), Some(&PieceState::Hashing));
         assert_eq!(p.block_received(1, piece0[0]), BlockOutcome::Unwanted);
         p.piece_failed(0);
         assert_eq!(p.state(0), Some(&PieceState::Missing));
         let again = p.pick(2, &full(2), 100, &mut rng);
-        assert_eq!(
-            again.iter().filter(|b| b.piece == 0).count(),
-            4,
-            "failed piece is fetched again"
-        );
+        assert_eq!(again.iter().filter(|b| b.piece == 0).count(), 4, "failed piece is fetched again");
         for b in again.iter().filter(|b| b.piece == 0) {
             p.block_received(2, *b);
         }
@@ -460,17 +384,8 @@ mod tests {
         assert_eq!(a.len(), 4);
         let b = p.pick(2, &full(1), 100, &mut rng);
         assert_eq!(b, a, "endgame: peer 2 requests the same blocks");
-        assert!(
-            p.pick(3, &full(1), 100, &mut rng).is_empty(),
-            "at most two requesters per block"
-        );
-        assert_eq!(
-            p.block_received(2, a[0]),
-            BlockOutcome::Accepted {
-                complete: false,
-                cancel: vec![1]
-            }
-        );
+        assert!(p.pick(3, &full(1), 100, &mut rng).is_empty(), "at most two requesters per block");
+        assert_eq!(p.block_received(2, a[0]), BlockOutcome::Accepted { complete: false, cancel: vec![1] });
     }
 
     #[test]
@@ -478,23 +393,8 @@ mod tests {
         let mut p = picker(2, &[]);
         let mut rng = StdRng::seed_from_u64(6);
         let b = p.pick(1, &full(2), 1, &mut rng)[0];
-        assert_eq!(
-            p.block_received(
-                1,
-                BlockRef {
-                    offset: b.offset + 1,
-                    ..b
-                }
-            ),
-            BlockOutcome::Unwanted
-        );
-        assert_eq!(
-            p.block_received(1, BlockRef { length: 5, ..b }),
-            BlockOutcome::Unwanted
-        );
-        assert_eq!(
-            p.block_received(1, BlockRef { piece: 99, ..b }),
-            BlockOutcome::Unwanted
-        );
+        assert_eq!(p.block_received(1, BlockRef { offset: b.offset + 1, ..b }), BlockOutcome::Unwanted);
+        assert_eq!(p.block_received(1, BlockRef { length: 5, ..b }), BlockOutcome::Unwanted);
+        assert_eq!(p.block_received(1, BlockRef { piece: 99, ..b }), BlockOutcome::Unwanted);
     }
 }

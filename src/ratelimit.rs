@@ -22,12 +22,7 @@ impl TokenBucket {
     pub fn new(rate_bytes_per_sec: u64, now: Instant) -> TokenBucket {
         let rate = rate_bytes_per_sec as f64;
         let burst = (rate / 4.0).max(32.0 * 1024.0);
-        TokenBucket {
-            rate,
-            burst,
-            tokens: burst,
-            last: now,
-        }
+        TokenBucket { rate, burst, tokens: burst, last: now }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -59,11 +54,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` in bytes per second; 0 or `None` is unlimited.
     pub fn new(rate: Option<u64>) -> RateLimiter {
-        RateLimiter {
-            bucket: rate
-                .filter(|&r| r > 0)
-                .map(|r| Mutex::new(TokenBucket::new(r, Instant::now()))),
-        }
+        RateLimiter { bucket: rate.filter(|&r| r > 0).map(|r| Mutex::new(TokenBucket::new(r, Instant::now()))) }
     }
 
     pub fn is_limited(&self) -> bool {
@@ -101,10 +92,7 @@ mod tests {
         }
         let secs = now.duration_since(t0).as_secs_f64();
         let expect = (sent as f64 - 32.0 * 1024.0) / 100_000.0;
-        assert!(
-            (secs - expect).abs() < 0.2,
-            "took {secs}, expected about {expect}"
-        );
+        assert!((secs - expect).abs() < 0.2, "took {secs}, expected about {expect}");
     }
 
     #[test]
@@ -113,9 +101,6 @@ mod tests {
         let mut b = TokenBucket::new(1_000_000, t0);
         let later = t0 + Duration::from_secs(100);
         assert_eq!(b.take(250_000, later), Duration::ZERO);
-        assert!(
-            b.take(100_000, later) > Duration::ZERO,
-            "burst is a quarter second, not 100 s"
-        );
+        assert!(b.take(100_000, later) > Duration::ZERO, "burst is a quarter second, not 100 s");
     }
 }

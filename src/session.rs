@@ -27,7 +27,7 @@ use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::storage::{piece_hash, OpenMode, Storage, StorageError};
 use crate::tracker::TrackerTiers;
-use crate::wire::BlockRef;
+use crate::wire::{BlockRef, BLOCK_SIZE};
 
 /// Tunables of one session; tests shorten the timeouts.
 #[derive(Debug, Clone)]
@@ -97,8 +97,17 @@ struct PeerEntry {
 
 struct PieceBuffer {
     data: Vec<u8>,
-    contributors: HashSet<IpAddr>,
+    /// Who sent each block (None: not received yet).
+    block_from: Vec<Option<IpAddr>>,
 }
+
+/// A block of a piece that failed its hash: who sent it and its SHA-1. When
+/// the piece later verifies, a sender whose block differs from the good one
+/// is proven to have lied ("smart ban"), so honest peers that merely shared
+/// a piece with a liar are never blamed.
+type SuspectBlock = (usize, IpAddr, [u8; 20]);
+/// Suspect blocks kept per piece, across failed attempts.
+const MAX_SUSPECTS_PER_PIECE: usize = 1024;
 
 /// When to try an address again.
 struct Candidate {
@@ -116,6 +125,7 @@ struct SwarmState {
     connecting: HashSet<SocketAddr>,
     strikes: HashMap<IpAddr, u32>,
     banned: HashSet<IpAddr>,
+    suspects: HashMap<u32, Vec<SuspectBlock>>,
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
@@ -184,24 +194,13 @@ impl Session {
             let dir = root.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
                 let storage = Storage::open(&meta, &dir, mode)?;
-                let have = if storage.fresh {
-                    Bitfield::new(meta.piece_count())
-                } else {
-                    storage.verify_all(&meta)
-                };
+                let have = if storage.fresh { Bitfield::new(meta.piece_count()) } else { storage.verify_all(&meta) };
                 Ok((storage, have))
             })
             .await
-            .map_err(|e| StorageError::Io {
-                path: root.to_path_buf(),
-                source: std::io::Error::other(e),
-            })??
+            .map_err(|e| StorageError::Io { path: root.to_path_buf(), source: std::io::Error::other(e) })??
         };
-        tracing::info!(
-            verified = have.count(),
-            total = have.len(),
-            "storage checked"
-        );
+        tracing::info!(verified = have.count(), total = have.len(), "storage checked");
         let mut rng = StdRng::from_os_rng();
         let complete = have.is_full();
         let picker = Picker::new(meta.piece_length, meta.total_length, have, &mut rng);
@@ -217,6 +216,7 @@ impl Session {
                 connecting: HashSet::new(),
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
+                suspects: HashMap::new(),
                 next_key: 1,
                 rng: StdRng::from_rng(&mut rng),
                 downloaded: 0,
@@ -236,8 +236,7 @@ impl Session {
         session.add_candidates(peers, true);
         client.add_session(session.clone());
         let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rng);
-        *lock(&session.announcer) =
-            Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
+        *lock(&session.announcer) = Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
         tokio::spawn(session.clone().maintain());
         Ok(session)
     }
@@ -277,17 +276,8 @@ impl Session {
 
     pub fn totals(&self) -> Totals {
         let s = lock(&self.state);
-        let verified: u64 = s
-            .picker
-            .have()
-            .ones()
-            .map(|i| u64::from(self.meta.piece_len(i)))
-            .sum();
-        Totals {
-            downloaded: s.downloaded,
-            uploaded: s.uploaded,
-            left: self.meta.total_length - verified,
-        }
+        let verified: u64 = s.picker.have().ones().map(|i| u64::from(self.meta.piece_len(i))).sum();
+        Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - verified }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -306,9 +296,7 @@ impl Session {
             bytes_from: s.bytes_from.clone(),
             banned: s.banned.iter().copied().collect(),
             complete: have.is_full(),
-            seconds_to_complete: s
-                .completed_at
-                .map(|t| t.duration_since(self.started).as_secs_f64()),
+            seconds_to_complete: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
         }
     }
 
@@ -330,23 +318,12 @@ impl Session {
             if addr == self.client.listen_addr || s.banned.contains(&addr.ip()) {
                 continue;
             }
-            s.candidates
-                .entry(addr)
-                .and_modify(|c| c.pinned |= pinned)
-                .or_insert(Candidate {
-                    next_try: now,
-                    failures: 0,
-                    pinned,
-                });
+            s.candidates.entry(addr).and_modify(|c| c.pinned |= pinned).or_insert(Candidate { next_try: now, failures: 0, pinned });
         }
     }
 
     /// Admits a handshaken connection.
-    pub fn register_peer(
-        &self,
-        addr: SocketAddr,
-        peer_id: [u8; 20],
-    ) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
+    pub fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20]) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
         let mut s = lock(&self.state);
         if peer_id == self.client.peer_id {
             return Err(Rejected::SelfConnection);
@@ -354,10 +331,7 @@ impl Session {
         if s.banned.contains(&addr.ip()) {
             return Err(Rejected::Banned);
         }
-        if s.peers
-            .values()
-            .any(|p| p.peer_id == peer_id || p.addr == addr)
-        {
+        if s.peers.values().any(|p| p.peer_id == peer_id || p.addr == addr) {
             return Err(Rejected::Duplicate);
         }
         if s.peers.len() >= self.config.max_peers {
@@ -366,19 +340,8 @@ impl Session {
         let key = s.next_key;
         s.next_key += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        s.peers.insert(
-            key,
-            PeerEntry {
-                addr,
-                peer_id,
-                tx,
-                interested: false,
-                unchoked: false,
-                is_seed: false,
-                downloaded: 0,
-                uploaded: 0,
-            },
-        );
+        s.peers
+            .insert(key, PeerEntry { addr, peer_id, tx, interested: false, unchoked: false, is_seed: false, downloaded: 0, uploaded: 0 });
         if let Some(c) = s.candidates.get_mut(&addr) {
             c.failures = 0;
         }
@@ -398,9 +361,10 @@ impl Session {
         }
     }
 
-    /// The peer's bitfield arrived.
-    pub fn peer_bitfield(&self, key: PeerKey, has: &Bitfield) -> bool {
+    /// The peer's bitfield arrived, replacing what it had announced before.
+    pub fn peer_bitfield(&self, key: PeerKey, old: &Bitfield, has: &Bitfield) -> bool {
         let mut s = lock(&self.state);
+        s.picker.remove_peer_pieces(old);
         s.picker.add_peer_pieces(has);
         if let Some(p) = s.peers.get_mut(&key) {
             p.is_seed = has.is_full();
@@ -463,13 +427,14 @@ impl Session {
                     p.downloaded += len;
                 }
                 let piece_len = self.meta.piece_len(block.piece) as usize;
-                let buf = s.buffers.entry(block.piece).or_insert_with(|| PieceBuffer {
-                    data: vec![0; piece_len],
-                    contributors: HashSet::new(),
-                });
+                let blocks = piece_len.div_ceil(BLOCK_SIZE as usize);
+                let buf = s
+                    .buffers
+                    .entry(block.piece)
+                    .or_insert_with(|| PieceBuffer { data: vec![0; piece_len], block_from: vec![None; blocks] });
                 let at = block.offset as usize;
                 buf.data[at..at + data.len()].copy_from_slice(data);
-                buf.contributors.insert(addr.ip());
+                buf.block_from[at / BLOCK_SIZE as usize] = Some(addr.ip());
                 for other in cancel {
                     if let Some(p) = s.peers.get(&other) {
                         let _ = p.tx.send(PeerCommand::Cancel(block));
@@ -496,18 +461,30 @@ impl Session {
     async fn verify_and_store(self: Arc<Self>, piece: u32, buf: PieceBuffer) {
         let expected = self.meta.piece_hashes[piece as usize];
         let storage = self.storage.clone();
-        let PieceBuffer { data, contributors } = buf;
+        let suspects = lock(&self.state).suspects.remove(&piece);
+        let PieceBuffer { data, block_from } = buf;
+        let check_blocks = suspects.is_some();
         let result = tokio::task::spawn_blocking(move || {
-            if piece_hash(&data) != expected {
-                return Ok(false);
+            let good = piece_hash(&data) == expected;
+            // Block hashes only when attribution needs them: a failed piece, or a suspect one.
+            let block_hashes: Vec<[u8; 20]> =
+                if !good || check_blocks { data.chunks(BLOCK_SIZE as usize).map(piece_hash).collect() } else { Vec::new() };
+            if good {
+                storage.write_piece(piece, &data)?;
             }
-            storage.write_piece(piece, &data).map(|_| true)
+            Ok::<_, StorageError>((good, block_hashes))
         })
         .await;
         let mut s = lock(&self.state);
         match result {
-            Ok(Ok(true)) => {
+            Ok(Ok((true, block_hashes))) => {
                 s.picker.piece_verified(piece);
+                for (block, ip, hash) in suspects.unwrap_or_default() {
+                    if block_hashes.get(block) != Some(&hash) {
+                        tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");
+                        self.ban(&mut s, ip);
+                    }
+                }
                 for p in s.peers.values() {
                     let _ = p.tx.send(PeerCommand::Have(piece));
                 }
@@ -517,24 +494,39 @@ impl Session {
                     self.complete_tx.send_replace(true);
                 }
             }
-            Ok(Ok(false)) => {
+            Ok(Ok((false, block_hashes))) => {
                 s.picker.piece_failed(piece);
                 s.piece_failures += 1;
-                tracing::warn!(piece, ?contributors, "piece failed its hash check");
-                for ip in contributors {
-                    let strikes = s.strikes.entry(ip).or_default();
-                    *strikes += 1;
-                    if *strikes >= self.config.ban_strikes {
-                        tracing::warn!(%ip, "banning peer after repeated hash failures");
-                        s.banned.insert(ip);
-                        for p in s.peers.values().filter(|p| p.addr.ip() == ip) {
-                            let _ = p.tx.send(PeerCommand::Close);
+                let senders: HashSet<IpAddr> = block_from.iter().flatten().copied().collect();
+                tracing::warn!(piece, ?senders, "piece failed its hash check");
+                if senders.len() == 1 {
+                    // One sender: it is certainly to blame.
+                    for ip in senders {
+                        let strikes = s.strikes.entry(ip).or_default();
+                        *strikes += 1;
+                        if *strikes >= self.config.ban_strikes {
+                            self.ban(&mut s, ip);
                         }
                     }
                 }
+                let mut list = suspects.unwrap_or_default();
+                let blocks = block_from.iter().enumerate().filter_map(|(i, ip)| Some((i, (*ip)?, *block_hashes.get(i)?)));
+                list.extend(blocks);
+                list.truncate(MAX_SUSPECTS_PER_PIECE);
+                s.suspects.insert(piece, list);
             }
             Ok(Err(e)) => self.fail(&mut s, e.to_string()),
             Err(e) => self.fail(&mut s, format!("hashing task failed: {e}")),
+        }
+    }
+
+    fn ban(&self, s: &mut SwarmState, ip: IpAddr) {
+        if s.banned.insert(ip) {
+            tracing::warn!(%ip, "banned for sending corrupt data");
+        }
+        s.candidates.retain(|a, _| a.ip() != ip);
+        for p in s.peers.values().filter(|p| p.addr.ip() == ip) {
+            let _ = p.tx.send(PeerCommand::Close);
         }
     }
 
@@ -587,17 +579,12 @@ impl Session {
                     }
                 }
                 let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
-                let room = self
-                    .config
-                    .max_peers
-                    .saturating_sub(s.peers.len() + s.connecting.len());
+                let room = self.config.max_peers.saturating_sub(s.peers.len() + s.connecting.len());
                 let now = Instant::now();
                 let dial: Vec<SocketAddr> = s
                     .candidates
                     .iter()
-                    .filter(|(a, c)| {
-                        c.next_try <= now && (!complete || c.pinned) && !connected.contains(a)
-                    })
+                    .filter(|(a, c)| c.next_try <= now && (!complete || c.pinned) && !connected.contains(a))
                     .map(|(a, _)| *a)
                     .filter(|a| !s.connecting.contains(a))
                     .take(room)
@@ -618,11 +605,7 @@ impl Session {
     }
 
     async fn dial(self: Arc<Self>, addr: SocketAddr) {
-        let outcome = tokio::time::timeout(
-            self.config.connect_timeout,
-            crate::peer::connect(&self, addr),
-        )
-        .await;
+        let outcome = tokio::time::timeout(self.config.connect_timeout, crate::peer::connect(&self, addr)).await;
         let stream = match outcome {
             Ok(Ok(pair)) => Some(pair),
             Ok(Err(e)) => {

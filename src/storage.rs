@@ -19,10 +19,7 @@ use crate::metainfo::{FileEntry, Metainfo};
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: missing, or shorter than the torrent says ({want} bytes)")]
     Missing { path: PathBuf, want: u64 },
     #[error("read outside the torrent: offset {offset} length {len}")]
@@ -50,11 +47,7 @@ pub fn segments(files: &[FileEntry], offset: u64, len: u64) -> Vec<Segment> {
         let start = offset.max(f.offset);
         let stop = end.min(f.offset + f.length);
         if stop > start {
-            out.push(Segment {
-                file: i,
-                file_offset: start - f.offset,
-                len: stop - start,
-            });
+            out.push(Segment { file: i, file_offset: start - f.offset, len: stop - start });
         }
     }
     out
@@ -93,18 +86,12 @@ impl Storage {
         let mut fresh = true;
         for f in &meta.files {
             let path = root.join(&f.path);
-            let io = |source| StorageError::Io {
-                path: path.clone(),
-                source,
-            };
+            let io = |source| StorageError::Io { path: path.clone(), source };
             let existing_len = std::fs::metadata(&path).map(|m| m.len()).ok();
             let handle = match mode {
                 OpenMode::Existing => {
                     if existing_len.is_none_or(|l| l < f.length) {
-                        return Err(StorageError::Missing {
-                            path,
-                            want: f.length,
-                        });
+                        return Err(StorageError::Missing { path, want: f.length });
                     }
                     File::open(&path).map_err(io)?
                 }
@@ -112,13 +99,7 @@ impl Storage {
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent).map_err(io)?;
                     }
-                    let h = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(io)?;
+                    let h = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
                     if existing_len.is_some_and(|l| l > 0) {
                         fresh = false;
                     }
@@ -134,21 +115,11 @@ impl Storage {
             handles.push(handle);
             paths.push(path);
         }
-        Ok(Storage {
-            files: meta.files.clone(),
-            handles,
-            paths,
-            piece_length: meta.piece_length,
-            total_length: meta.total_length,
-            fresh,
-        })
+        Ok(Storage { files: meta.files.clone(), handles, paths, piece_length: meta.piece_length, total_length: meta.total_length, fresh })
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<(), StorageError> {
-        if offset
-            .checked_add(len)
-            .is_none_or(|end| end > self.total_length)
-        {
+        if offset.checked_add(len).is_none_or(|end| end > self.total_length) {
             return Err(StorageError::OutOfRange { offset, len });
         }
         Ok(())
@@ -162,10 +133,7 @@ impl Storage {
             let dst = &mut buf[pos..pos + s.len as usize];
             self.handles[s.file]
                 .read_exact_at(dst, s.file_offset)
-                .map_err(|source| StorageError::Io {
-                    path: self.paths[s.file].clone(),
-                    source,
-                })?;
+                .map_err(|source| StorageError::Io { path: self.paths[s.file].clone(), source })?;
             pos += s.len as usize;
         }
         Ok(())
@@ -178,10 +146,7 @@ impl Storage {
         for s in segments(&self.files, offset, data.len() as u64) {
             self.handles[s.file]
                 .write_all_at(&data[pos..pos + s.len as usize], s.file_offset)
-                .map_err(|source| StorageError::Io {
-                    path: self.paths[s.file].clone(),
-                    source,
-                })?;
+                .map_err(|source| StorageError::Io { path: self.paths[s.file].clone(), source })?;
             pos += s.len as usize;
         }
         Ok(())
@@ -203,10 +168,7 @@ impl Storage {
     /// restart (even after kill -9) keeps exactly the pieces that are good.
     pub fn verify_all(&self, meta: &Metainfo) -> Bitfield {
         let n = meta.piece_count();
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(n as usize)
-            .max(1);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n as usize).max(1);
         let good: Vec<Vec<u32>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
@@ -217,9 +179,7 @@ impl Storage {
                             let len = meta.piece_len(piece) as usize;
                             buf.resize(len, 0);
                             let offset = u64::from(piece) * meta.piece_length;
-                            if self.read_at(offset, &mut buf).is_ok()
-                                && piece_hash(&buf) == meta.piece_hashes[piece as usize]
-                            {
+                            if self.read_at(offset, &mut buf).is_ok() && piece_hash(&buf) == meta.piece_hashes[piece as usize] {
                                 ok.push(piece);
                             }
                         }
@@ -227,10 +187,7 @@ impl Storage {
                     })
                 })
                 .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_default())
-                .collect()
+            workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
         });
         let mut have = Bitfield::new(n);
         for piece in good.into_iter().flatten() {
@@ -250,11 +207,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &length)| {
-                let f = FileEntry {
-                    path: format!("f{i}").into(),
-                    length,
-                    offset,
-                };
+                let f = FileEntry { path: format!("f{i}").into(), length, offset };
                 offset += length;
                 f
             })
@@ -268,31 +221,12 @@ mod tests {
         assert_eq!(
             segs,
             vec![
-                Segment {
-                    file: 0,
-                    file_offset: 8,
-                    len: 2
-                },
-                Segment {
-                    file: 2,
-                    file_offset: 0,
-                    len: 5
-                },
-                Segment {
-                    file: 3,
-                    file_offset: 0,
-                    len: 3
-                },
+                Segment { file: 0, file_offset: 8, len: 2 },
+                Segment { file: 2, file_offset: 0, len: 5 },
+                Segment { file: 3, file_offset: 0, len: 3 },
             ]
         );
-        assert_eq!(
-            segments(&fs, 34, 1),
-            vec![Segment {
-                file: 3,
-                file_offset: 19,
-                len: 1
-            }]
-        );
+        assert_eq!(segments(&fs, 34, 1), vec![Segment { file: 3, file_offset: 19, len: 1 }]);
     }
 
     proptest::proptest! {
@@ -318,16 +252,8 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a"), vec![7u8; 20_000]).unwrap();
-        std::fs::write(
-            src.join("b"),
-            (0..30_000u32).map(|i| i as u8).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let opts = crate::metainfo::CreateOptions {
-            piece_length: 16384,
-            trackers: vec![],
-            web_seeds: vec![],
-        };
+        std::fs::write(src.join("b"), (0..30_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+        let opts = crate::metainfo::CreateOptions { piece_length: 16384, trackers: vec![], web_seeds: vec![] };
         let meta = Metainfo::from_bytes(&crate::metainfo::create(&src, &opts).unwrap()).unwrap();
         let seed = Storage::open(&meta, dir.path(), OpenMode::Existing).unwrap();
         assert!(seed.verify_all(&meta).is_full());
@@ -337,14 +263,9 @@ mod tests {
         assert!(leech.fresh);
         let p1 = seed.read_piece(1, meta.piece_len(1)).unwrap();
         leech.write_piece(1, &p1).unwrap();
-        let have = Storage::open(&meta, &out, OpenMode::Create)
-            .unwrap()
-            .verify_all(&meta);
+        let have = Storage::open(&meta, &out, OpenMode::Create).unwrap().verify_all(&meta);
         assert_eq!(have.ones().collect::<Vec<_>>(), vec![1]);
-        assert!(matches!(
-            Storage::open(&meta, &dir.path().join("none"), OpenMode::Existing),
-            Err(StorageError::Missing { .. })
-        ));
+        assert!(matches!(Storage::open(&meta, &dir.path().join("none"), OpenMode::Existing), Err(StorageError::Missing { .. })));
         assert!(leech.read_piece(99, 10).is_err());
     }
 }

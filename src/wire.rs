@@ -52,11 +52,7 @@ impl Handshake {
     pub fn new(info_hash: InfoHash, peer_id: [u8; 20]) -> Handshake {
         let mut reserved = [0u8; 8];
         reserved[EXTENSION_BIT.0] |= EXTENSION_BIT.1;
-        Handshake {
-            reserved,
-            info_hash,
-            peer_id,
-        }
+        Handshake { reserved, info_hash, peer_id }
     }
 
     pub fn supports_extensions(&self) -> bool {
@@ -83,11 +79,7 @@ impl Handshake {
         info_hash.copy_from_slice(&b[28..48]);
         let mut peer_id = [0u8; 20];
         peer_id.copy_from_slice(&b[48..68]);
-        Ok(Handshake {
-            reserved,
-            info_hash: InfoHash(info_hash),
-            peer_id,
-        })
+        Ok(Handshake { reserved, info_hash: InfoHash(info_hash), peer_id })
     }
 }
 
@@ -172,11 +164,7 @@ impl Decoder for MessageCodec {
             5 => Message::Bitfield(body.freeze()),
             6 | 8 => {
                 expect(12)?;
-                let block = BlockRef {
-                    piece: body.get_u32(),
-                    offset: body.get_u32(),
-                    length: body.get_u32(),
-                };
+                let block = BlockRef { piece: body.get_u32(), offset: body.get_u32(), length: body.get_u32() };
                 if id == 6 {
                     Message::Request(block)
                 } else {
@@ -189,11 +177,7 @@ impl Decoder for MessageCodec {
                 }
                 let piece = body.get_u32();
                 let offset = body.get_u32();
-                Message::Piece {
-                    piece,
-                    offset,
-                    data: body.freeze(),
-                }
+                Message::Piece { piece, offset, data: body.freeze() }
             }
             9 => expect(2).map(|_| Message::Port(body.get_u16()))?,
             20 => {
@@ -201,10 +185,7 @@ impl Decoder for MessageCodec {
                     return Err(WireError::BadLength { id, len });
                 }
                 let ext = body.get_u8();
-                Message::Extended {
-                    id: ext,
-                    payload: body.freeze(),
-                }
+                Message::Extended { id: ext, payload: body.freeze() }
             }
             other => Message::Unknown { id: other },
         };
@@ -244,11 +225,7 @@ impl Encoder<Message> for MessageCodec {
                 dst.extend_from_slice(&bits);
             }
             Message::Request(b) => block(dst, 6, b),
-            Message::Piece {
-                piece,
-                offset,
-                data,
-            } => {
+            Message::Piece { piece, offset, data } => {
                 dst.reserve(13 + data.len());
                 dst.put_u32(9 + data.len() as u32);
                 dst.put_u8(7);
@@ -320,20 +297,14 @@ pub fn client_name(peer_id: &[u8; 20]) -> String {
     if peer_id[0] == b'-' && peer_id[7] == b'-' {
         let code = String::from_utf8_lossy(&peer_id[1..3]).into_owned();
         let ver = String::from_utf8_lossy(&peer_id[3..7]).into_owned();
-        let name = known
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, n)| n.to_string())
-            .unwrap_or(code);
+        let name = known.iter().find(|(c, _)| *c == code).map(|(_, n)| n.to_string()).unwrap_or(code);
         return format!("{name} {ver}");
     }
     if peer_id.starts_with(b"A2-") {
         return "aria2".into();
     }
     if peer_id[0] == b'M' || peer_id.starts_with(b"S58") {
-        return String::from_utf8_lossy(&peer_id[..8])
-            .trim_matches('-')
-            .to_string();
+        return String::from_utf8_lossy(&peer_id[..8]).trim_matches('-').to_string();
     }
     "unknown".into()
 }
@@ -350,11 +321,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let b = BlockRef {
-            piece: 7,
-            offset: 16384,
-            length: 16384,
-        };
+        let b = BlockRef { piece: 7, offset: 16384, length: 16384 };
         for m in [
             Message::KeepAlive,
             Message::Choke,
@@ -365,16 +332,9 @@ mod tests {
             Message::Bitfield(Bytes::from_static(&[0xff, 0x80])),
             Message::Request(b),
             Message::Cancel(b),
-            Message::Piece {
-                piece: 1,
-                offset: 0,
-                data: Bytes::from(vec![9u8; 100]),
-            },
+            Message::Piece { piece: 1, offset: 0, data: Bytes::from(vec![9u8; 100]) },
             Message::Port(6881),
-            Message::Extended {
-                id: 0,
-                payload: Bytes::from_static(b"de"),
-            },
+            Message::Extended { id: 0, payload: Bytes::from_static(b"de") },
         ] {
             assert_eq!(round_trip(m.clone()), m);
         }
@@ -385,20 +345,11 @@ mod tests {
         let mut buf = BytesMut::from(&[0, 0, 0, 5, 4, 0][..]);
         assert_eq!(MessageCodec.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&[0, 0, 1]);
-        assert_eq!(
-            MessageCodec.decode(&mut buf).unwrap(),
-            Some(Message::Have(1))
-        );
+        assert_eq!(MessageCodec.decode(&mut buf).unwrap(), Some(Message::Have(1)));
         let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            MessageCodec.decode(&mut huge),
-            Err(WireError::FrameTooLarge(_))
-        ));
+        assert!(matches!(MessageCodec.decode(&mut huge), Err(WireError::FrameTooLarge(_))));
         let mut bad_have = BytesMut::from(&[0, 0, 0, 2, 4, 0][..]);
-        assert!(matches!(
-            MessageCodec.decode(&mut bad_have),
-            Err(WireError::BadLength { .. })
-        ));
+        assert!(matches!(MessageCodec.decode(&mut bad_have), Err(WireError::BadLength { .. })));
     }
 
     #[test]

@@ -7,10 +7,7 @@ use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_bencode::value::Value;
 
-use super::{
-    compact_peers_v4, compact_peers_v6, AnnounceRequest, AnnounceResponse, Event, ScrapeStats,
-    TrackerError,
-};
+use super::{compact_peers_v4, compact_peers_v6, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError};
 use crate::metainfo::InfoHash;
 
 /// Largest tracker reply we read: 50k peers in compact form is 300 kB.
@@ -84,14 +81,12 @@ fn count(v: Option<i64>) -> Option<u32> {
 }
 
 fn seconds(v: Option<i64>) -> Option<Duration> {
-    v.and_then(|n| u64::try_from(n).ok())
-        .map(Duration::from_secs)
+    v.and_then(|n| u64::try_from(n).ok()).map(Duration::from_secs)
 }
 
 /// Parses an HTTP tracker's announce reply (compact or dictionary peers).
 pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let raw: RawAnnounce =
-        serde_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let raw: RawAnnounce = serde_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     if let Some(reason) = text(raw.failure) {
         return Err(TrackerError::Failure(reason));
     }
@@ -99,20 +94,14 @@ pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
         Some(Value::Bytes(b)) => compact_peers_v4(&b),
         Some(Value::List(list)) => list.into_iter().filter_map(dict_peer).collect(),
         None => Vec::new(),
-        Some(_) => {
-            return Err(TrackerError::Malformed(
-                "peers is neither a string nor a list".into(),
-            ))
-        }
+        Some(_) => return Err(TrackerError::Malformed("peers is neither a string nor a list".into())),
     };
     if let Some(Value::Bytes(b)) = raw.peers6 {
         peers.extend(compact_peers_v6(&b));
     }
     Ok(AnnounceResponse {
         peers,
-        interval: seconds(raw.interval)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_INTERVAL),
+        interval: seconds(raw.interval).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_INTERVAL),
         min_interval: seconds(raw.min_interval),
         tracker_id: text(raw.tracker_id),
         warning: text(raw.warning),
@@ -144,15 +133,9 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, TrackerError>
         }
     })?;
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| TrackerError::Unreachable(e.without_url().to_string()))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| TrackerError::Unreachable(e.without_url().to_string()))? {
         if body.len() + chunk.len() > MAX_REPLY {
-            return Err(TrackerError::Malformed(format!(
-                "reply larger than {MAX_REPLY} bytes"
-            )));
+            return Err(TrackerError::Malformed(format!("reply larger than {MAX_REPLY} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
@@ -160,19 +143,13 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, TrackerError>
 }
 
 /// Announces over HTTP.
-pub async fn announce(
-    http: &reqwest::Client,
-    base: &str,
-    req: &AnnounceRequest,
-) -> Result<AnnounceResponse, TrackerError> {
+pub async fn announce(http: &reqwest::Client, base: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
     parse_announce(&get(http, &announce_url(base, req)).await?)
 }
 
 /// The BEP 48 scrape URL of an announce URL, if it has one.
 pub fn scrape_url(announce: &str) -> Option<String> {
-    let (path, query) = announce
-        .split_once('?')
-        .map_or((announce, None), |(p, q)| (p, Some(q)));
+    let (path, query) = announce.split_once('?').map_or((announce, None), |(p, q)| (p, Some(q)));
     let slash = path.rfind('/')?;
     let last = &path[slash + 1..];
     let rest = last.strip_prefix("announce")?;
@@ -186,50 +163,31 @@ pub fn scrape_url(announce: &str) -> Option<String> {
 
 /// Parses a scrape reply for one info-hash.
 pub fn parse_scrape(body: &[u8], info_hash: InfoHash) -> Result<ScrapeStats, TrackerError> {
-    let v: Value =
-        serde_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let v: Value = serde_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     let Value::Dict(top) = v else {
-        return Err(TrackerError::Malformed(
-            "scrape reply is not a dictionary".into(),
-        ));
+        return Err(TrackerError::Malformed("scrape reply is not a dictionary".into()));
     };
     if let Some(Value::Bytes(reason)) = top.get(&b"failure reason"[..]) {
-        return Err(TrackerError::Failure(
-            String::from_utf8_lossy(reason).into_owned(),
-        ));
+        return Err(TrackerError::Failure(String::from_utf8_lossy(reason).into_owned()));
     }
     let Some(Value::Dict(files)) = top.get(&b"files"[..]) else {
         return Err(TrackerError::Malformed("no files".into()));
     };
     let Some(Value::Dict(stats)) = files.get(&info_hash.0[..]) else {
-        return Err(TrackerError::Malformed(
-            "torrent not in scrape reply".into(),
-        ));
+        return Err(TrackerError::Malformed("torrent not in scrape reply".into()));
     };
     let field = |k: &[u8]| match stats.get(k) {
         Some(Value::Int(n)) => u32::try_from(*n).unwrap_or(0),
         _ => 0,
     };
-    Ok(ScrapeStats {
-        seeders: field(b"complete"),
-        completed: field(b"downloaded"),
-        leechers: field(b"incomplete"),
-    })
+    Ok(ScrapeStats { seeders: field(b"complete"), completed: field(b"downloaded"), leechers: field(b"incomplete") })
 }
 
 /// Scrapes over HTTP.
-pub async fn scrape(
-    http: &reqwest::Client,
-    announce: &str,
-    info_hash: InfoHash,
-) -> Result<ScrapeStats, TrackerError> {
-    let base = scrape_url(announce)
-        .ok_or_else(|| TrackerError::Unsupported(format!("{announce} has no scrape url")))?;
+pub async fn scrape(http: &reqwest::Client, announce: &str, info_hash: InfoHash) -> Result<ScrapeStats, TrackerError> {
+    let base = scrape_url(announce).ok_or_else(|| TrackerError::Unsupported(format!("{announce} has no scrape url")))?;
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!(
-        "{base}{sep}info_hash={}",
-        percent_encode(&info_hash.0, NON_ALPHANUMERIC)
-    );
+    let url = format!("{base}{sep}info_hash={}", percent_encode(&info_hash.0, NON_ALPHANUMERIC));
     parse_scrape(&get(http, &url).await?, info_hash)
 }
 
@@ -241,13 +199,7 @@ mod tests {
     fn compact_reply_with_all_fields() {
         let body = b"d8:completei3e10:incompletei1e8:intervali900e12:min intervali60e5:peers12:\x7f\0\0\x02\x1a\xe1\x7f\0\0\x03\x1a\xe215:warning message4:slow10:tracker id3:abce";
         let r = parse_announce(body).unwrap();
-        assert_eq!(
-            r.peers,
-            vec![
-                "127.0.0.2:6881".parse().unwrap(),
-                "127.0.0.3:6882".parse().unwrap()
-            ]
-        );
+        assert_eq!(r.peers, vec!["127.0.0.2:6881".parse().unwrap(), "127.0.0.3:6882".parse().unwrap()]);
         assert_eq!(r.interval, Duration::from_secs(900));
         assert_eq!(r.min_interval, Some(Duration::from_secs(60)));
         assert_eq!((r.seeders, r.leechers), (Some(3), Some(1)));
@@ -264,17 +216,10 @@ mod tests {
 
     #[test]
     fn failures_and_garbage() {
-        let e = parse_announce(b"d14:failure reason37:Requested download is not authorized.e")
-            .unwrap_err();
+        let e = parse_announce(b"d14:failure reason37:Requested download is not authorized.e").unwrap_err();
         assert!(matches!(e, TrackerError::Failure(ref m) if m.contains("not authorized")));
-        assert!(matches!(
-            parse_announce(b"<html>"),
-            Err(TrackerError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_announce(b"d5:peersi3ee"),
-            Err(TrackerError::Malformed(_))
-        ));
+        assert!(matches!(parse_announce(b"<html>"), Err(TrackerError::Malformed(_))));
+        assert!(matches!(parse_announce(b"d5:peersi3ee"), Err(TrackerError::Malformed(_))));
         // Truncated compact list: whole entries kept, the tail ignored.
         let r = parse_announce(b"d5:peers8:\x7f\0\0\x02\x1a\xe1\x7f\0e").unwrap();
         assert_eq!(r.peers.len(), 1);
@@ -298,14 +243,8 @@ mod tests {
         let url = announce_url("http://t/announce?passkey=x", &req);
         assert!(url.starts_with("http://t/announce?passkey=x&info_hash=%12%12"));
         assert!(url.ends_with("&key=0000dead&event=started"));
-        assert_eq!(
-            scrape_url("http://t:1/announce").as_deref(),
-            Some("http://t:1/scrape")
-        );
-        assert_eq!(
-            scrape_url("http://t/x/announce.php?a=b").as_deref(),
-            Some("http://t/x/scrape.php?a=b")
-        );
+        assert_eq!(scrape_url("http://t:1/announce").as_deref(), Some("http://t:1/scrape"));
+        assert_eq!(scrape_url("http://t/x/announce.php?a=b").as_deref(), Some("http://t/x/scrape.php?a=b"));
         assert_eq!(scrape_url("http://t/a"), None);
     }
 
@@ -315,14 +254,7 @@ mod tests {
         body.extend_from_slice(&[7u8; 20]);
         body.extend_from_slice(b"d8:completei5e10:downloadedi9e10:incompletei2eeee");
         let s = parse_scrape(&body, InfoHash([7; 20])).unwrap();
-        assert_eq!(
-            s,
-            ScrapeStats {
-                seeders: 5,
-                completed: 9,
-                leechers: 2
-            }
-        );
+        assert_eq!(s, ScrapeStats { seeders: 5, completed: 9, leechers: 2 });
         assert!(parse_scrape(&body, InfoHash([8; 20])).is_err());
     }
 

@@ -86,10 +86,7 @@ pub struct UdpTiming {
 
 impl Default for UdpTiming {
     fn default() -> Self {
-        UdpTiming {
-            first_timeout: Duration::from_secs(3),
-            attempts: 4,
-        }
+        UdpTiming { first_timeout: Duration::from_secs(3), attempts: 4 }
     }
 }
 
@@ -111,19 +108,11 @@ impl TrackerClient {
             .user_agent(concat!("ccfd-bt/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TrackerError::Unreachable(e.to_string()))?;
-        Ok(TrackerClient {
-            http,
-            bind,
-            udp_timing,
-        })
+        Ok(TrackerClient { http, bind, udp_timing })
     }
 
     /// Announces to one tracker URL.
-    pub async fn announce(
-        &self,
-        url: &str,
-        req: &AnnounceRequest,
-    ) -> Result<AnnounceResponse, TrackerError> {
+    pub async fn announce(&self, url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
         if url.starts_with("http://") || url.starts_with("https://") {
             http::announce(&self.http, url, req).await
         } else if let Some(rest) = url.strip_prefix("udp://") {
@@ -134,11 +123,7 @@ impl TrackerClient {
     }
 
     /// Scrapes one tracker URL for one torrent.
-    pub async fn scrape(
-        &self,
-        url: &str,
-        info_hash: InfoHash,
-    ) -> Result<ScrapeStats, TrackerError> {
+    pub async fn scrape(&self, url: &str, info_hash: InfoHash) -> Result<ScrapeStats, TrackerError> {
         if url.starts_with("http://") || url.starts_with("https://") {
             http::scrape(&self.http, url, info_hash).await
         } else if let Some(rest) = url.strip_prefix("udp://") {
@@ -175,11 +160,7 @@ impl TrackerTiers {
     }
 
     /// Announces to the first tracker that answers; the error of the last one otherwise.
-    pub async fn announce(
-        &mut self,
-        client: &TrackerClient,
-        req: &AnnounceRequest,
-    ) -> Result<AnnounceResponse, TrackerError> {
+    pub async fn announce(&mut self, client: &TrackerClient, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
         let mut last = TrackerError::NoTrackers;
         for tier in &mut self.tiers {
             for i in 0..tier.len() {

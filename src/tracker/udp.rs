@@ -5,10 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tokio::net::{lookup_host, UdpSocket};
 
-use super::{
-    compact_peers_v4, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError,
-    UdpTiming,
-};
+use super::{compact_peers_v4, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError, UdpTiming};
 use crate::metainfo::InfoHash;
 
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -26,26 +23,17 @@ fn be32(b: &[u8], at: usize) -> u32 {
 /// Checks the action and transaction id of a reply, turning error replies into errors.
 fn check_header(reply: &[u8], action: u32, tx: u32) -> Result<(), TrackerError> {
     if reply.len() < 8 {
-        return Err(TrackerError::Malformed(format!(
-            "{}-byte reply",
-            reply.len()
-        )));
+        return Err(TrackerError::Malformed(format!("{}-byte reply", reply.len())));
     }
     if be32(reply, 4) != tx {
         return Err(TrackerError::Malformed("transaction id mismatch".into()));
     }
     match be32(reply, 0) {
         a if a == action => Ok(()),
-        ERROR if reply.len() > 8 => Err(TrackerError::Failure(
-            String::from_utf8_lossy(&reply[8..]).into_owned(),
-        )),
+        ERROR if reply.len() > 8 => Err(TrackerError::Failure(String::from_utf8_lossy(&reply[8..]).into_owned())),
         // opentracker answers a torrent outside its whitelist with a bare 8-byte error.
-        ERROR => Err(TrackerError::Failure(
-            "error reply without a message (torrent not authorized?)".into(),
-        )),
-        other => Err(TrackerError::Malformed(format!(
-            "unexpected action {other}"
-        ))),
+        ERROR => Err(TrackerError::Failure("error reply without a message (torrent not authorized?)".into())),
+        other => Err(TrackerError::Malformed(format!("unexpected action {other}"))),
     }
 }
 
@@ -60,9 +48,7 @@ pub fn connect_request(tx: u32) -> [u8; 16] {
 /// Parses a connect reply into the connection id.
 pub fn parse_connect(reply: &[u8], tx: u32) -> Result<u64, TrackerError> {
     check_header(reply, CONNECT, tx)?;
-    let id = reply
-        .get(8..16)
-        .ok_or_else(|| TrackerError::Malformed("short connect reply".into()))?;
+    let id = reply.get(8..16).ok_or_else(|| TrackerError::Malformed("short connect reply".into()))?;
     Ok(u64::from_be_bytes(id.try_into().unwrap_or_default()))
 }
 
@@ -120,25 +106,15 @@ pub fn parse_scrape(reply: &[u8], tx: u32) -> Result<ScrapeStats, TrackerError> 
     if reply.len() < 20 {
         return Err(TrackerError::Malformed("short scrape reply".into()));
     }
-    Ok(ScrapeStats {
-        seeders: be32(reply, 8),
-        completed: be32(reply, 12),
-        leechers: be32(reply, 16),
-    })
+    Ok(ScrapeStats { seeders: be32(reply, 8), completed: be32(reply, 12), leechers: be32(reply, 16) })
 }
 
 /// Sends `request` and waits for a reply, retransmitting on a doubling timeout.
-async fn transact(
-    sock: &UdpSocket,
-    request: &[u8],
-    timing: UdpTiming,
-) -> Result<Vec<u8>, TrackerError> {
+async fn transact(sock: &UdpSocket, request: &[u8], timing: UdpTiming) -> Result<Vec<u8>, TrackerError> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut timeout = timing.first_timeout;
     for _ in 0..timing.attempts.max(1) {
-        sock.send(request)
-            .await
-            .map_err(|e| TrackerError::Unreachable(e.to_string()))?;
+        sock.send(request).await.map_err(|e| TrackerError::Unreachable(e.to_string()))?;
         match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => return Ok(buf[..n].to_vec()),
             // ICMP port unreachable surfaces as a recv error: nobody is listening.
@@ -149,23 +125,15 @@ async fn transact(
     Err(TrackerError::Timeout)
 }
 
-async fn connected_socket(
-    host: &str,
-    bind: Option<IpAddr>,
-    timing: UdpTiming,
-) -> Result<(UdpSocket, u64), TrackerError> {
+async fn connected_socket(host: &str, bind: Option<IpAddr>, timing: UdpTiming) -> Result<(UdpSocket, u64), TrackerError> {
     let addr: SocketAddr = lookup_host(host)
         .await
         .map_err(|e| TrackerError::Unreachable(format!("{host}: {e}")))?
         .next()
         .ok_or_else(|| TrackerError::Unreachable(format!("{host}: no address")))?;
     let local = SocketAddr::new(bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
-    let sock = UdpSocket::bind(local)
-        .await
-        .map_err(|e| TrackerError::Unreachable(e.to_string()))?;
-    sock.connect(addr)
-        .await
-        .map_err(|e| TrackerError::Unreachable(e.to_string()))?;
+    let sock = UdpSocket::bind(local).await.map_err(|e| TrackerError::Unreachable(e.to_string()))?;
+    sock.connect(addr).await.map_err(|e| TrackerError::Unreachable(e.to_string()))?;
     let tx = rand::random();
     let reply = transact(&sock, &connect_request(tx), timing).await?;
     let conn = parse_connect(&reply, tx)?;
@@ -186,12 +154,7 @@ pub async fn announce(
 }
 
 /// Scrapes `host` over UDP for one torrent.
-pub async fn scrape(
-    host: &str,
-    bind: Option<IpAddr>,
-    timing: UdpTiming,
-    info_hash: InfoHash,
-) -> Result<ScrapeStats, TrackerError> {
+pub async fn scrape(host: &str, bind: Option<IpAddr>, timing: UdpTiming, info_hash: InfoHash) -> Result<ScrapeStats, TrackerError> {
     let (sock, conn) = connected_socket(host, bind, timing).await?;
     let tx = rand::random();
     let reply = transact(&sock, &scrape_request(conn, tx, info_hash), timing).await?;
@@ -218,10 +181,7 @@ mod tests {
     #[test]
     fn error_and_truncated_replies() {
         let mut e = vec![0, 0, 0, 3, 0, 0, 0, 5];
-        assert!(
-            matches!(parse_announce(&e, 5), Err(TrackerError::Failure(_))),
-            "opentracker's bare 8 bytes"
-        );
+        assert!(matches!(parse_announce(&e, 5), Err(TrackerError::Failure(_))), "opentracker's bare 8 bytes");
         e.extend_from_slice(b"denied");
         assert!(matches!(parse_announce(&e, 5), Err(TrackerError::Failure(m)) if m == "denied"));
         assert!(parse_announce(&[0, 0, 0, 1], 5).is_err());
@@ -269,21 +229,9 @@ mod tests {
             s.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
             server.send_to(&s, from).await.unwrap();
         });
-        let timing = UdpTiming {
-            first_timeout: std::time::Duration::from_millis(100),
-            attempts: 3,
-        };
-        let stats = scrape(&addr.to_string(), None, timing, InfoHash([0; 20]))
-            .await
-            .unwrap();
-        assert_eq!(
-            stats,
-            ScrapeStats {
-                seeders: 1,
-                completed: 2,
-                leechers: 3
-            }
-        );
+        let timing = UdpTiming { first_timeout: std::time::Duration::from_millis(100), attempts: 3 };
+        let stats = scrape(&addr.to_string(), None, timing, InfoHash([0; 20])).await.unwrap();
+        assert_eq!(stats, ScrapeStats { seeders: 1, completed: 2, leechers: 3 });
         srv.await.unwrap();
     }
 }

@@ -87,7 +87,7 @@ fn bytes_from(summary: &serde_json::Value, ip: &str) -> u64 {
 fn ccfd_downloads_from_libtorrent_through_http_tracker() {
     let w = world("http");
     let _tracker = w.tracker();
-    let _seed = libtorrent(&w.dir, "lt-seed", "seed", &w.torrent, &w.seed_dir, &w.net.ip(2), 6881, &[]);
+    let _seed = libtorrent(&w.dir, "lt-seed", "seed", &w.torrent, &w.seed_dir, &w.net.addr(2, 6881), &[]);
     w.wait_seed_announced();
     let (_, summary) = w.ccfd_leech(3, "ccfd-leech", &[]);
     assert_eq!(bytes_from(&summary, &w.net.ip(2)), SIZE as u64, "{summary}");
@@ -100,7 +100,7 @@ fn libtorrent_downloads_from_ccfd_through_udp_tracker() {
     let _seed = w.ccfd_seed(2, &[]);
     w.wait_seed_announced();
     let out = w.out("lt-leech");
-    let mut lt = libtorrent(&w.dir, "lt-leech", "download", &w.torrent, &out, &w.net.ip(3), 6881, &[]);
+    let mut lt = libtorrent(&w.dir, "lt-leech", "download", &w.torrent, &out, &w.net.addr(3, 6881), &[]);
     assert!(lt.wait(TIMEOUT).success(), "{}", lt.log_text());
     w.check(&out);
 }

@@ -218,10 +218,12 @@ pub fn wait_json(proc: &mut Proc, out: &Path, timeout: Duration) -> serde_json::
 }
 
 /// A python3-libtorrent peer (scripts/lt_peer.py).
-pub fn libtorrent(dir: &Path, name: &str, mode: &str, torrent: &Path, save: &Path, ip: &str, port: u16, peers: &[String]) -> Proc {
+/// `listen` is `IP:PORT`.
+pub fn libtorrent(dir: &Path, name: &str, mode: &str, torrent: &Path, save: &Path, listen: &str, peers: &[String]) -> Proc {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lt_peer.py");
+    let (ip, port) = listen.rsplit_once(':').expect("IP:PORT");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(script).arg(mode).arg(torrent).arg(save).arg(ip).arg(port.to_string()).args(peers);
+    cmd.arg(script).arg(mode).arg(torrent).arg(save).arg(ip).arg(port).args(peers);
     Proc::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))
 }
 

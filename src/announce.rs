@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::session::Session;
-use crate::tracker::{AnnounceRequest, Event, TrackerTiers};
+use crate::tracker::{AnnounceRequest, Event, TrackerError, TrackerTiers};
 
 /// Peers we ask the tracker for.
 const NUMWANT: u32 = 80;
@@ -52,6 +52,13 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "announce failed");
+                // A first announce that is refused outright, with no other way
+                // to find peers, will not get better by waiting: say so.
+                let definitive = matches!(e, TrackerError::Unreachable(_) | TrackerError::Failure(_) | TrackerError::Unsupported(_));
+                if event == Event::Started && definitive && !session.has_other_peer_sources() {
+                    session.abort(format!("no tracker answered: {e}"));
+                    return;
+                }
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);
                 Some((wait, wait))

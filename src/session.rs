@@ -530,6 +530,19 @@ impl Session {
         }
     }
 
+    /// Whether any way to find peers besides trackers exists: `--peer`
+    /// addresses or live connections.
+    pub fn has_other_peer_sources(&self) -> bool {
+        let s = lock(&self.state);
+        !s.peers.is_empty() || s.candidates.values().any(|c| c.pinned)
+    }
+
+    /// Stops the session with a fatal error the command line reports.
+    pub fn abort(&self, error: String) {
+        let mut s = lock(&self.state);
+        self.fail(&mut s, error);
+    }
+
     fn fail(&self, s: &mut SwarmState, error: String) {
         tracing::error!(%error, "session stopped");
         *lock(&self.fatal) = Some(error);

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,7 +64,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let (read_half, write_half) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(1024);
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
-    let shared = Arc::new(UploadShared { epoch: AtomicU64::new(0), cancelled: Mutex::new(HashSet::new()) });
+    let shared = Arc::new(UploadShared { pending: Mutex::new(HashSet::new()) });
     let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, MessageCodec), out_rx));
     let uploader = tokio::spawn(upload_loop(session.clone(), key, up_rx, out_tx.clone(), shared.clone()));
     let mut conn = Connection {
@@ -101,11 +100,12 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let _ = writer.await;
 }
 
-/// Uploader state the reader updates: a choke bumps the epoch (dropping
-/// queued requests), a cancel removes one request.
+/// The peer's requests queued for the uploader. A block is served only if
+/// the uploader can still take it out of this set: a `cancel` or a choke
+/// removes it first. (A set of cancelled blocks would go stale: a cancel that
+/// arrives after the block was served would block a later re-request.)
 struct UploadShared {
-    epoch: AtomicU64,
-    cancelled: Mutex<HashSet<BlockRef>>,
+    pending: Mutex<HashSet<BlockRef>>,
 }
 
 struct Connection {
@@ -130,7 +130,7 @@ struct Connection {
     /// Smoothed download rate from this peer, bytes per second.
     rate: f64,
     out: mpsc::Sender<Message>,
-    uploads: mpsc::Sender<(BlockRef, u64)>,
+    uploads: mpsc::Sender<BlockRef>,
     upload: Arc<UploadShared>,
 }
 
@@ -183,6 +183,7 @@ impl Connection {
 
     async fn set_interested(&mut self, interested: bool) -> anyhow::Result<()> {
         if interested != self.am_interested {
+            tracing::debug!(addr = %self.addr, interested, "our interest changed");
             self.am_interested = interested;
             self.send(if interested { Message::Interested } else { Message::NotInterested }).await?;
         }
@@ -209,11 +210,13 @@ impl Connection {
                 }
             }
             Message::Choke => {
+                tracing::debug!(addr = %self.addr, "choked by peer");
                 self.peer_choking = true;
                 let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
                 self.session.release(self.key, held);
             }
             Message::Unchoke => {
+                tracing::debug!(addr = %self.addr, "unchoked by peer");
                 self.peer_choking = false;
                 self.last_block = Instant::now();
             }
@@ -226,13 +229,12 @@ impl Connection {
                 self.last_block = Instant::now();
                 self.window_bytes += data.len() as u64;
                 self.session.client.download.acquire(data.len() as u64).await;
-                self.session.on_block(self.key, block, &data);
+                if let Some(done) = self.session.on_block(self.key, block, &data) {
+                    self.session.verify(done).await;
+                }
             }
             Message::Cancel(block) => {
-                let mut cancelled = lock(&self.upload.cancelled);
-                if cancelled.len() < OUR_REQQ {
-                    cancelled.insert(block);
-                }
+                lock(&self.upload.pending).remove(&block);
             }
             Message::Extended { id: 0, payload } => {
                 if let Ok(hs) = ExtendedHandshake::parse(&payload) {
@@ -258,9 +260,11 @@ impl Connection {
         if !valid {
             bail!("invalid request {block:?}");
         }
-        let epoch = self.upload.epoch.load(Ordering::Relaxed);
+        let mut pending = lock(&self.upload.pending);
         // A full queue means the peer exceeds the reqq we advertised: drop the request.
-        let _ = self.uploads.try_send((block, epoch));
+        if pending.insert(block) && self.uploads.try_send(block).is_err() {
+            pending.remove(&block);
+        }
         Ok(())
     }
 
@@ -277,10 +281,10 @@ impl Connection {
             }
             PeerCommand::Choke(choke) => {
                 if choke != self.am_choking {
+                    tracing::debug!(addr = %self.addr, choke, "choking changed");
                     self.am_choking = choke;
                     if choke {
-                        self.upload.epoch.fetch_add(1, Ordering::Relaxed);
-                        lock(&self.upload.cancelled).clear();
+                        lock(&self.upload.pending).clear();
                     }
                     self.send(if choke { Message::Choke } else { Message::Unchoke }).await?;
                 }
@@ -356,14 +360,14 @@ async fn write_loop(mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>, mut rx:
 async fn upload_loop(
     session: Arc<Session>,
     key: PeerKey,
-    mut requests: mpsc::Receiver<(BlockRef, u64)>,
+    mut requests: mpsc::Receiver<BlockRef>,
     out: mpsc::Sender<Message>,
     shared: Arc<UploadShared>,
 ) {
     let mut cache: Option<(u32, Bytes)> = None;
-    while let Some((block, epoch)) = requests.recv().await {
-        if epoch != shared.epoch.load(Ordering::Relaxed) || lock(&shared.cancelled).remove(&block) {
-            continue;
+    while let Some(block) = requests.recv().await {
+        if !lock(&shared.pending).remove(&block) {
+            continue; // cancelled, or the peer was choked since
         }
         let data = match &cache {
             Some((piece, data)) if *piece == block.piece => data.slice(block.offset as usize..(block.offset + block.length) as usize),

@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitfield::Bitfield;
 use crate::client::{lock, ClientShared};
+use crate::hash::{sha1, sha1_batch};
 use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker};
-use crate::storage::{piece_hash, OpenMode, Storage, StorageError};
+use crate::storage::{OpenMode, Storage, StorageError};
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
@@ -108,6 +109,49 @@ struct PieceBuffer {
 type SuspectBlock = (usize, IpAddr, [u8; 20]);
 /// Suspect blocks kept per piece, across failed attempts.
 const MAX_SUSPECTS_PER_PIECE: usize = 1024;
+/// Pieces hashed together: the lanes of `hash::sha1_batch`.
+const VERIFY_BATCH: usize = 8;
+/// Free piece buffers kept for reuse.
+const POOL_LIMIT: usize = 16;
+/// Completed pieces waiting for or in verification, at most: one batch
+/// hashing, one filling, and slack.
+const VERIFY_SLOTS: usize = 24;
+/// How long the verifier waits for more pieces to fill a batch.
+const VERIFY_LINGER: Duration = Duration::from_millis(3);
+
+/// A piece whose last block just arrived.
+pub struct CompletedPiece {
+    piece: u32,
+    buf: PieceBuffer,
+}
+
+/// One completed piece on its way through verification.
+struct VerifyJob {
+    /// Released when the job is settled.
+    _permit: OwnedSemaphorePermit,
+    piece: u32,
+    expected: [u8; 20],
+    buf: PieceBuffer,
+    suspects: Option<Vec<SuspectBlock>>,
+    good: bool,
+    /// Per-block SHA-1s, computed only when blame must be assigned.
+    block_hashes: Vec<[u8; 20]>,
+}
+
+/// Hashes a batch of pieces and writes the good ones (blocking).
+fn verify_jobs(storage: &Storage, mut jobs: Vec<VerifyJob>) -> Result<Vec<VerifyJob>, StorageError> {
+    let hashes = sha1_batch(&jobs.iter().map(|j| j.buf.data.as_slice()).collect::<Vec<_>>());
+    for (job, hash) in jobs.iter_mut().zip(hashes) {
+        job.good = hash == job.expected;
+        if !job.good || job.suspects.is_some() {
+            job.block_hashes = job.buf.data.chunks(BLOCK_SIZE as usize).map(sha1).collect();
+        }
+        if job.good {
+            storage.write_piece(job.piece, &job.buf.data)?;
+        }
+    }
+    Ok(jobs)
+}
 
 /// When to try an address again.
 struct Candidate {
@@ -126,6 +170,8 @@ struct SwarmState {
     strikes: HashMap<IpAddr, u32>,
     banned: HashSet<IpAddr>,
     suspects: HashMap<u32, Vec<SuspectBlock>>,
+    /// Recycled piece buffers: no zero-fill, no page faults, bounded memory.
+    pool: Vec<Vec<u8>>,
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
@@ -173,6 +219,10 @@ pub struct Session {
     complete_tx: watch::Sender<bool>,
     fatal: Mutex<Option<String>>,
     announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    verify_tx: mpsc::UnboundedSender<(u32, PieceBuffer, OwnedSemaphorePermit)>,
+    /// Pieces in verification at once: the backpressure that bounds memory
+    /// when the network outruns hashing.
+    verify_slots: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -204,6 +254,7 @@ impl Session {
         let mut rng = StdRng::from_os_rng();
         let complete = have.is_full();
         let picker = Picker::new(meta.piece_length, meta.total_length, have, &mut rng);
+        let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let session = Arc::new(Session {
             client: client.clone(),
             config,
@@ -217,6 +268,7 @@ impl Session {
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
                 suspects: HashMap::new(),
+                pool: Vec::new(),
                 next_key: 1,
                 rng: StdRng::from_rng(&mut rng),
                 downloaded: 0,
@@ -229,6 +281,8 @@ impl Session {
             complete_tx: watch::channel(complete).0,
             fatal: Mutex::new(None),
             announcer: Mutex::new(None),
+            verify_tx,
+            verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
             shutdown: client.shutdown.child_token(),
             started,
             meta: meta.clone(),
@@ -238,6 +292,7 @@ impl Session {
         let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rng);
         *lock(&session.announcer) = Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
         tokio::spawn(session.clone().maintain());
+        tokio::spawn(session.clone().verifier(verify_rx));
         Ok(session)
     }
 
@@ -411,14 +466,16 @@ impl Session {
         }
     }
 
-    /// A block arrived from a peer.
-    pub fn on_block(self: &Arc<Self>, key: PeerKey, block: BlockRef, data: &Bytes) {
+    /// A block arrived from a peer. Returns the piece when this block completed it:
+    /// the caller hands it to `verify`.
+    pub fn on_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         let mut s = lock(&self.state);
-        let Some(addr) = s.peers.get(&key).map(|p| p.addr) else {
-            return;
-        };
+        let addr = s.peers.get(&key)?.addr;
         match s.picker.block_received(key, block) {
-            BlockOutcome::Unwanted => s.wasted += u64::from(block.length),
+            BlockOutcome::Unwanted => {
+                s.wasted += u64::from(block.length);
+                None
+            }
             BlockOutcome::Accepted { complete, cancel } => {
                 let len = u64::from(block.length);
                 s.downloaded += len;
@@ -428,10 +485,14 @@ impl Session {
                 }
                 let piece_len = self.meta.piece_len(block.piece) as usize;
                 let blocks = piece_len.div_ceil(BLOCK_SIZE as usize);
-                let buf = s
-                    .buffers
-                    .entry(block.piece)
-                    .or_insert_with(|| PieceBuffer { data: vec![0; piece_len], block_from: vec![None; blocks] });
+                if !s.buffers.contains_key(&block.piece) {
+                    let mut data = s.pool.pop().unwrap_or_default();
+                    // Recycled bytes are never read: a piece completes only when every block was written.
+                    data.resize(piece_len, 0);
+                    data.truncate(piece_len);
+                    s.buffers.insert(block.piece, PieceBuffer { data, block_from: vec![None; blocks] });
+                }
+                let buf = s.buffers.get_mut(&block.piece)?;
                 let at = block.offset as usize;
                 buf.data[at..at + data.len()].copy_from_slice(data);
                 buf.block_from[at / BLOCK_SIZE as usize] = Some(addr.ip());
@@ -441,12 +502,17 @@ impl Session {
                     }
                 }
                 if complete {
-                    if let Some(buf) = s.buffers.remove(&block.piece) {
-                        tokio::spawn(self.clone().verify_and_store(block.piece, buf));
-                    }
+                    return s.buffers.remove(&block.piece).map(|buf| CompletedPiece { piece: block.piece, buf });
                 }
+                None
             }
         }
+    }
+
+    /// Queues a completed piece for hashing, waiting for a verification slot.
+    pub async fn verify(&self, done: CompletedPiece) {
+        let Ok(permit) = self.verify_slots.clone().acquire_owned().await else { return };
+        let _ = self.verify_tx.send((done.piece, done.buf, permit));
     }
 
     /// Counts bytes we uploaded to a peer.
@@ -458,66 +524,102 @@ impl Session {
         }
     }
 
-    async fn verify_and_store(self: Arc<Self>, piece: u32, buf: PieceBuffer) {
-        let expected = self.meta.piece_hashes[piece as usize];
-        let storage = self.storage.clone();
-        let suspects = lock(&self.state).suspects.remove(&piece);
-        let PieceBuffer { data, block_from } = buf;
-        let check_blocks = suspects.is_some();
-        let result = tokio::task::spawn_blocking(move || {
-            let good = piece_hash(&data) == expected;
-            // Block hashes only when attribution needs them: a failed piece, or a suspect one.
-            let block_hashes: Vec<[u8; 20]> =
-                if !good || check_blocks { data.chunks(BLOCK_SIZE as usize).map(piece_hash).collect() } else { Vec::new() };
-            if good {
-                storage.write_piece(piece, &data)?;
+    /// Hashes completed pieces in batches (whatever queued up while the
+    /// previous batch was hashing, up to the 8 SIMD lanes) and writes the
+    /// good ones, on the blocking pool; then settles each piece.
+    async fn verifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>) {
+        loop {
+            let first = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                next = rx.recv() => match next { Some(x) => x, None => return },
+            };
+            // Linger briefly for a full batch: at high rates the lanes fill
+            // within milliseconds; at low rates the wait is noise.
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(VERIFY_LINGER);
+            tokio::pin!(linger);
+            while batch.len() < VERIFY_BATCH {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(x) => batch.push(x),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
             }
-            Ok::<_, StorageError>((good, block_hashes))
-        })
-        .await;
-        let mut s = lock(&self.state);
-        match result {
-            Ok(Ok((true, block_hashes))) => {
-                s.picker.piece_verified(piece);
-                for (block, ip, hash) in suspects.unwrap_or_default() {
-                    if block_hashes.get(block) != Some(&hash) {
-                        tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");
-                        self.ban(&mut s, ip);
+            let jobs: Vec<VerifyJob> = {
+                let mut s = lock(&self.state);
+                batch
+                    .into_iter()
+                    .map(|(piece, buf, permit)| VerifyJob {
+                        _permit: permit,
+                        piece,
+                        expected: self.meta.piece_hashes[piece as usize],
+                        suspects: s.suspects.remove(&piece),
+                        buf,
+                        good: false,
+                        block_hashes: Vec::new(),
+                    })
+                    .collect()
+            };
+            let storage = self.storage.clone();
+            let done = tokio::task::spawn_blocking(move || verify_jobs(&storage, jobs)).await;
+            let mut s = lock(&self.state);
+            match done {
+                Ok(Ok(jobs)) => {
+                    for job in jobs {
+                        self.settle(&mut s, job);
                     }
                 }
-                for p in s.peers.values() {
-                    let _ = p.tx.send(PeerCommand::Have(piece));
-                }
-                if s.picker.is_complete() {
-                    s.completed_at = Some(Instant::now());
-                    tracing::info!("download complete");
-                    self.complete_tx.send_replace(true);
-                }
+                Ok(Err(e)) => return self.fail(&mut s, e.to_string()),
+                Err(e) => return self.fail(&mut s, format!("hashing task failed: {e}")),
             }
-            Ok(Ok((false, block_hashes))) => {
-                s.picker.piece_failed(piece);
-                s.piece_failures += 1;
-                let senders: HashSet<IpAddr> = block_from.iter().flatten().copied().collect();
-                tracing::warn!(piece, ?senders, "piece failed its hash check");
-                if senders.len() == 1 {
-                    // One sender: it is certainly to blame.
-                    for ip in senders {
-                        let strikes = s.strikes.entry(ip).or_default();
-                        *strikes += 1;
-                        if *strikes >= self.config.ban_strikes {
-                            self.ban(&mut s, ip);
-                        }
-                    }
-                }
-                let mut list = suspects.unwrap_or_default();
-                let blocks = block_from.iter().enumerate().filter_map(|(i, ip)| Some((i, (*ip)?, *block_hashes.get(i)?)));
-                list.extend(blocks);
-                list.truncate(MAX_SUSPECTS_PER_PIECE);
-                s.suspects.insert(piece, list);
-            }
-            Ok(Err(e)) => self.fail(&mut s, e.to_string()),
-            Err(e) => self.fail(&mut s, format!("hashing task failed: {e}")),
         }
+    }
+
+    /// Applies the outcome of one verification to the swarm state.
+    fn settle(&self, s: &mut SwarmState, job: VerifyJob) {
+        let VerifyJob { piece, buf, good, block_hashes, suspects, .. } = job;
+        let PieceBuffer { data, block_from } = buf;
+        if s.pool.len() < POOL_LIMIT {
+            s.pool.push(data);
+        }
+        if good {
+            s.picker.piece_verified(piece);
+            for (block, ip, hash) in suspects.unwrap_or_default() {
+                if block_hashes.get(block) != Some(&hash) {
+                    tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");
+                    self.ban(s, ip);
+                }
+            }
+            for p in s.peers.values() {
+                let _ = p.tx.send(PeerCommand::Have(piece));
+            }
+            if s.picker.is_complete() {
+                s.completed_at = Some(Instant::now());
+                tracing::info!("download complete");
+                self.complete_tx.send_replace(true);
+            }
+            return;
+        }
+        s.picker.piece_failed(piece);
+        s.piece_failures += 1;
+        let senders: HashSet<IpAddr> = block_from.iter().flatten().copied().collect();
+        tracing::warn!(piece, ?senders, "piece failed its hash check");
+        if senders.len() == 1 {
+            // One sender: it is certainly to blame.
+            for ip in senders {
+                let strikes = s.strikes.entry(ip).or_default();
+                *strikes += 1;
+                if *strikes >= self.config.ban_strikes {
+                    self.ban(s, ip);
+                }
+            }
+        }
+        let mut list = suspects.unwrap_or_default();
+        list.extend(block_from.iter().enumerate().filter_map(|(i, ip)| Some((i, (*ip)?, *block_hashes.get(i)?))));
+        list.truncate(MAX_SUSPECTS_PER_PIECE);
+        s.suspects.insert(piece, list);
     }
 
     fn ban(&self, s: &mut SwarmState, ip: IpAddr) {

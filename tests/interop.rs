@@ -24,7 +24,7 @@ struct World {
 
 /// A payload in `seed/` and its torrent announcing to `scheme://tracker/announce`.
 fn world(scheme: &str) -> World {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = test_dir();
     let dir = tmp.path().to_path_buf();
     let net = Net::new(10);
     let seed_dir = dir.join("seed");

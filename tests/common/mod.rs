@@ -16,6 +16,16 @@ pub fn log_filter() -> String {
     format!("ccfd_bt={}", std::env::var("CCFD_TEST_LOG").unwrap_or_else(|_| "info".into()))
 }
 
+/// A temporary folder for one test; `CCFD_TEST_KEEP=1` keeps it (its path goes to stderr).
+pub fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new().prefix("ccfd-test-").tempdir().expect("temp dir");
+    if std::env::var_os("CCFD_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}
+
 /// A /24 of loopback addresses of our own, so tests in parallel never collide.
 pub struct Net {
     prefix: String,

@@ -238,7 +238,7 @@ impl Picker {
 
     /// A block arrived from `peer`.
     pub fn block_received(&mut self, peer: PeerKey, block: BlockRef) -> BlockOutcome {
-        if block.offset % BLOCK_SIZE != 0 || block.piece as usize >= self.states.len() {
+        if !block.offset.is_multiple_of(BLOCK_SIZE) || block.piece as usize >= self.states.len() {
             return BlockOutcome::Unwanted;
         }
         let expected = self.block_ref(block.piece, block.offset / BLOCK_SIZE);

@@ -293,3 +293,44 @@ mod lying_seeder {
         Liar { runtime: Some(runtime) }
     }
 }
+
+/// `--max-upload-rate` on the seed and `--max-download-rate` on the leecher
+/// each hold the transfer near their rate (loopback peers included).
+#[test]
+fn rate_caps_hold_on_loopback() {
+    let w = world("http");
+    let _tracker = w.tracker();
+    let _seed = w.ccfd_seed(2, &["--max-upload-rate", "1000"]);
+    let peer = w.net.addr(2, 6881);
+    // 3.16 MB at 1000 kB/s: about 3.1 s after the first quarter-second burst.
+    let (_, up) = w.ccfd_leech(3, "capped-by-seed", &["--peer", &peer]);
+    let secs = up["seconds"].as_f64().unwrap();
+    assert!((2.6..10.0).contains(&secs), "upload cap 1000 kB/s gave {secs} s: {up}");
+    // The leecher's own cap, below the seed's: 3.16 MB at 700 kB/s is about 4.3 s.
+    let (_, down) = w.ccfd_leech(4, "capped-by-leecher", &["--peer", &peer, "--max-download-rate", "700"]);
+    let secs = down["seconds"].as_f64().unwrap();
+    assert!((3.8..12.0).contains(&secs), "download cap 700 kB/s gave {secs} s: {down}");
+}
+
+/// A `--seed-after` download keeps seeding; SIGINT then sends `stopped` to
+/// the tracker and exits 0.
+#[test]
+fn seed_after_then_sigint_announces_stopped_and_exits_zero() {
+    let w = world("http");
+    let _tracker = w.tracker();
+    let _seed = w.ccfd_seed(2, &[]);
+    w.wait_seed_announced();
+    let out = w.out("leech");
+    let (t, o, ip) = (w.torrent.display().to_string(), out.display().to_string(), w.net.ip(3));
+    let args = ["download", t.as_str(), "-o", o.as_str(), "--bind", ip.as_str(), "--port", "6881", "--seed-after", "--json"];
+    let (mut leech, json) = ccfd_json(&w.dir, "leech", &args);
+    wait_json(&mut leech, &json, TIMEOUT);
+    w.check(&out);
+    let tracker = w.net.addr(1, 6969);
+    wait_until("two seeders at the tracker", Duration::from_secs(20), || scrape_seeders(&tracker, &w.hash) == 2);
+    assert!(leech.exited().is_none(), "--seed-after must keep running");
+    leech.signal(libc::SIGINT);
+    let status = leech.wait(Duration::from_secs(15));
+    assert!(status.success(), "exit after SIGINT: {status}");
+    assert_eq!(scrape_seeders(&tracker, &w.hash), 1, "the tracker heard `stopped`");
+}

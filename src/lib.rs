@@ -4,6 +4,7 @@ pub mod announce;
 pub mod bencode;
 pub mod bitfield;
 pub mod client;
+pub mod coding;
 pub mod hash;
 pub mod metainfo;
 pub mod peer;

@@ -63,15 +63,29 @@ pub fn inv(a: u8) -> Option<u8> {
     (a != 0).then(|| TABLES.exp[255 - TABLES.log[a as usize] as usize])
 }
 
-/// The two 16-entry tables of "multiply by c" for the low and high nibble:
-/// c * x = lo[x & 15] ^ hi[x >> 4], the basis of the SIMD kernels.
-pub fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
-    let mut lo = [0u8; 16];
-    let mut hi = [0u8; 16];
-    for i in 0..16u8 {
-        lo[i as usize] = mul(c, i);
-        hi[i as usize] = mul(c, i << 4);
+/// For every constant c, the two 16-entry tables of "multiply by c" for the
+/// low and high nibble: c * x = lo[x & 15] ^ hi[x >> 4], the basis of the
+/// SIMD kernels. Built at compile time (8 KiB): decoding calls the kernels
+/// K^2 times on short rows, so building tables per call would dominate.
+static NIBBLES: [[[u8; 16]; 2]; 256] = {
+    let mut t = [[[0u8; 16]; 2]; 256];
+    let mut c = 0;
+    while c < 256 {
+        let mut i = 0;
+        while i < 16 {
+            t[c][0][i] = mul_slow(c as u8, i as u8);
+            t[c][1][i] = mul_slow(c as u8, (i as u8) << 4);
+            i += 1;
+        }
+        c += 1;
     }
+    t
+};
+
+/// The low- and high-nibble product tables of `c`.
+#[inline]
+pub fn nibble_tables(c: u8) -> (&'static [u8; 16], &'static [u8; 16]) {
+    let [lo, hi] = &NIBBLES[c as usize];
     (lo, hi)
 }
 
@@ -94,5 +108,11 @@ mod tests {
         assert_eq!(inv(0), None);
         // The AES field's textbook example: {57} * {83} = {c1}.
         assert_eq!(mul(0x57, 0x83), 0xc1);
+        for c in 0..=255u8 {
+            let (lo, hi) = nibble_tables(c);
+            for x in 0..=255u8 {
+                assert_eq!(lo[usize::from(x & 15)] ^ hi[usize::from(x >> 4)], mul(c, x));
+            }
+        }
     }
 }

@@ -18,11 +18,11 @@ pub fn mul_add(dst: &mut [u8], src: &[u8], c: u8) {
                 let (lo, hi) = nibble_tables(c);
                 if simd::avx512() {
                     // SAFETY: AVX-512BW detected at run time.
-                    return unsafe { simd::mul_add_avx512(dst, src, &lo, &hi) };
+                    return unsafe { simd::mul_add_avx512(dst, src, lo, hi) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: AVX2 detected at run time.
-                    return unsafe { simd::mul_add_avx2(dst, src, &lo, &hi) };
+                    return unsafe { simd::mul_add_avx2(dst, src, lo, hi) };
                 }
             }
             mul_add_scalar(dst, src, c)
@@ -40,7 +40,7 @@ pub fn scale(dst: &mut [u8], c: u8) {
             if dst.len() >= 32 && std::arch::is_x86_feature_detected!("avx2") {
                 let (lo, hi) = nibble_tables(c);
                 // SAFETY: AVX2 detected at run time.
-                return unsafe { simd::scale_avx2(dst, &lo, &hi) };
+                return unsafe { simd::scale_avx2(dst, lo, hi) };
             }
             scale_scalar(dst, c)
         }
@@ -176,7 +176,7 @@ mod tests {
                 let mut slow = fast.clone();
                 let (lo, hi) = crate::coding::gf256::nibble_tables(c);
                 // SAFETY: AVX2 detected just above.
-                unsafe { simd::mul_add_avx2(&mut fast, &src, &lo, &hi) };
+                unsafe { simd::mul_add_avx2(&mut fast, &src, lo, hi) };
                 mul_add_scalar(&mut slow, &src, c);
                 assert_eq!(fast, slow, "c = {c}");
             }

@@ -31,7 +31,8 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
     let mut complete_rx = session.subscribe_complete();
     loop {
         let req = request(&session, event, key, tracker_id.clone());
-        let next = match tiers.announce(&session.client.trackers, &req).await {
+        // How long until the next announce, and until an early one when short of peers.
+        let (interval, early) = match tiers.announce(&session.client.trackers, &req).await {
             Ok(resp) => {
                 retry = FIRST_RETRY;
                 if let Some(w) = &resp.warning {
@@ -48,7 +49,7 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                 event = Event::None;
                 let min = resp.min_interval.unwrap_or(Duration::ZERO);
                 let early = if session.peer_count() == 0 { Duration::from_secs(10) } else { Duration::from_secs(60) };
-                Some((resp.interval, min.max(early)))
+                (resp.interval, min.max(early))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "announce failed");
@@ -61,10 +62,9 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                 }
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);
-                Some((wait, wait))
+                (wait, wait)
             }
         };
-        let Some((interval, early)) = next else { break };
         let started = Instant::now();
         let deadline = started + interval;
         loop {

@@ -92,8 +92,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
-    let held: Vec<BlockRef> = conn.outstanding.keys().copied().collect();
-    session.release(key, held);
+    // Returns its requests to the pool and its pieces' availability.
     session.unregister_peer(key, &conn.has);
     uploader.abort();
     drop(conn);

@@ -34,6 +34,21 @@ enum Command {
     Seed(SeedArgs),
     /// Create a .torrent file for a file or folder.
     Create(CreateArgs),
+    /// Run a BitTorrent tracker (HTTP and/or UDP), open to any torrent, until SIGINT/SIGTERM.
+    Tracker(TrackerArgs),
+}
+
+#[derive(Args)]
+struct TrackerArgs {
+    /// HTTP address (announce at http://ADDR/announce, scrape at /scrape).
+    #[arg(long, value_name = "IP:PORT")]
+    http: Option<SocketAddr>,
+    /// UDP address (BEP 15; announce URL udp://ADDR/announce).
+    #[arg(long, value_name = "IP:PORT")]
+    udp: Option<SocketAddr>,
+    /// Announce interval to ask of peers, seconds; peers silent for twice this are dropped.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
 }
 
 #[derive(Args)]
@@ -150,11 +165,37 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
             serve(meta, &args.output, OpenMode::Create, args.net, args.seed_after).await
         }
+        Command::Tracker(args) => tracker(args).await,
         Command::Seed(args) => {
             let meta = load(&args.torrent)?;
             serve(meta, &args.data, OpenMode::Existing, args.net, true).await
         }
     }
+}
+
+async fn tracker(args: TrackerArgs) -> anyhow::Result<ExitCode> {
+    use ccfd_bt::tracker::registry::{Limits, Registry};
+    use ccfd_bt::tracker::server;
+    if args.http.is_none() && args.udp.is_none() {
+        bail!("give --http ADDR, --udp ADDR, or both");
+    }
+    let interval = Duration::from_secs(args.interval);
+    let registry = Arc::new(std::sync::Mutex::new(Registry::new(Limits { interval, ..Limits::default() })));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = args.http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("tracker: http://{addr}/announce");
+        tokio::spawn(server::serve_http(listener, registry.clone(), shutdown.clone()));
+    }
+    if let Some(addr) = args.udp {
+        let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
+        eprintln!("tracker: udp://{addr}/announce");
+        tokio::spawn(server::serve_udp(socket, registry.clone(), shutdown.clone()));
+    }
+    tokio::spawn(server::expire_loop(registry, (interval / 4).max(Duration::from_secs(1)), shutdown.clone()));
+    Signals::new()?.recv().await;
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Arc<Metainfo>> {

@@ -5,6 +5,8 @@
 //! `udp::parse_*`); the async functions only move bytes.
 
 pub mod http;
+pub mod registry;
+pub mod server;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};

@@ -8,11 +8,11 @@ use tokio::net::{lookup_host, UdpSocket};
 use super::{compact_peers_v4, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError, UdpTiming};
 use crate::metainfo::InfoHash;
 
-const PROTOCOL_ID: u64 = 0x0417_2710_1980;
-const CONNECT: u32 = 0;
-const ANNOUNCE: u32 = 1;
-const SCRAPE: u32 = 2;
-const ERROR: u32 = 3;
+pub(crate) const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+pub(crate) const CONNECT: u32 = 0;
+pub(crate) const ANNOUNCE: u32 = 1;
+pub(crate) const SCRAPE: u32 = 2;
+pub(crate) const ERROR: u32 = 3;
 /// Largest datagram we accept.
 const MAX_DATAGRAM: usize = 64 * 1024;
 

@@ -5,7 +5,7 @@
 //! uploader that reads requested blocks from disk within the upload cap, so a
 //! slow disk or a rate cap never stalls our own downloading.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
     let shared = Arc::new(UploadShared { pending: Mutex::new(HashSet::new()) });
     let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, MessageCodec), out_rx));
-    let uploader = tokio::spawn(upload_loop(session.clone(), key, up_rx, out_tx.clone(), shared.clone()));
+    let uploader = tokio::spawn(upload_loop(session.clone(), up_rx, out_tx.clone(), shared.clone()));
     let mut conn = Connection {
         our_have: session.have(),
         has: Bitfield::new(session.meta.piece_count()),
@@ -76,7 +76,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         peer_choking: true,
         am_interested: false,
         am_choking: true,
-        outstanding: HashMap::new(),
+        outstanding: HashSet::new(),
         queue_target: MIN_QUEUE * 2,
         peer_reqq: DEFAULT_PEER_REQQ,
         last_block: Instant::now(),
@@ -118,8 +118,8 @@ struct Connection {
     peer_choking: bool,
     am_interested: bool,
     am_choking: bool,
-    /// Requests in flight to this peer and when they were sent.
-    outstanding: HashMap<BlockRef, Instant>,
+    /// Requests in flight to this peer.
+    outstanding: HashSet<BlockRef>,
     queue_target: usize,
     peer_reqq: usize,
     last_block: Instant,
@@ -211,7 +211,7 @@ impl Connection {
             Message::Choke => {
                 tracing::debug!(addr = %self.addr, "choked by peer");
                 self.peer_choking = true;
-                let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
+                let held: Vec<BlockRef> = self.outstanding.drain().collect();
                 self.session.release(self.key, held);
             }
             Message::Unchoke => {
@@ -274,7 +274,7 @@ impl Connection {
                 self.send(Message::Have(piece)).await?;
             }
             PeerCommand::Cancel(block) => {
-                if self.outstanding.remove(&block).is_some() {
+                if self.outstanding.remove(&block) {
                     self.send(Message::Cancel(block)).await?;
                 }
             }
@@ -306,7 +306,7 @@ impl Connection {
         if !self.outstanding.is_empty() && now.duration_since(self.last_block) > config.snub_timeout {
             // Snubbed: hand its requests to other peers, keep the connection.
             tracing::debug!(addr = %self.addr, requests = self.outstanding.len(), "peer snubbed us");
-            let held: Vec<BlockRef> = self.outstanding.drain().map(|(b, _)| b).collect();
+            let held: Vec<BlockRef> = self.outstanding.drain().collect();
             for b in &held {
                 self.send(Message::Cancel(*b)).await?;
             }
@@ -331,9 +331,8 @@ impl Connection {
         if room == 0 || (room < self.queue_target / 8 && !self.outstanding.is_empty()) {
             return Ok(());
         }
-        let now = Instant::now();
         for block in self.session.pick(self.key, &self.has, room) {
-            self.outstanding.insert(block, now);
+            self.outstanding.insert(block);
             self.send(Message::Request(block)).await?;
         }
         Ok(())
@@ -356,13 +355,7 @@ async fn write_loop(mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>, mut rx:
     }
 }
 
-async fn upload_loop(
-    session: Arc<Session>,
-    key: PeerKey,
-    mut requests: mpsc::Receiver<BlockRef>,
-    out: mpsc::Sender<Message>,
-    shared: Arc<UploadShared>,
-) {
+async fn upload_loop(session: Arc<Session>, mut requests: mpsc::Receiver<BlockRef>, out: mpsc::Sender<Message>, shared: Arc<UploadShared>) {
     let mut cache: Option<(u32, Bytes)> = None;
     while let Some(block) = requests.recv().await {
         if !lock(&shared.pending).remove(&block) {
@@ -387,7 +380,7 @@ async fn upload_loop(
         if out.send(Message::Piece { piece: block.piece, offset: block.offset, data }).await.is_err() {
             return;
         }
-        session.on_upload(key, u64::from(block.length));
+        session.on_upload(u64::from(block.length));
     }
 }
 

@@ -92,8 +92,6 @@ struct PeerEntry {
     interested: bool,
     unchoked: bool,
     is_seed: bool,
-    downloaded: u64,
-    uploaded: u64,
 }
 
 struct PieceBuffer {
@@ -331,8 +329,11 @@ impl Session {
 
     pub fn totals(&self) -> Totals {
         let s = lock(&self.state);
-        let verified: u64 = s.picker.have().ones().map(|i| u64::from(self.meta.piece_len(i))).sum();
-        Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - verified }
+        Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - self.verified_bytes(s.picker.have()) }
+    }
+
+    fn verified_bytes(&self, have: &Bitfield) -> u64 {
+        have.ones().map(|i| u64::from(self.meta.piece_len(i))).sum()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -341,7 +342,7 @@ impl Session {
         Snapshot {
             pieces_total: have.len(),
             pieces_verified: have.count(),
-            verified_bytes: have.ones().map(|i| u64::from(self.meta.piece_len(i))).sum(),
+            verified_bytes: self.verified_bytes(have),
             total_length: self.meta.total_length,
             downloaded: s.downloaded,
             uploaded: s.uploaded,
@@ -395,8 +396,7 @@ impl Session {
         let key = s.next_key;
         s.next_key += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        s.peers
-            .insert(key, PeerEntry { addr, peer_id, tx, interested: false, unchoked: false, is_seed: false, downloaded: 0, uploaded: 0 });
+        s.peers.insert(key, PeerEntry { addr, peer_id, tx, interested: false, unchoked: false, is_seed: false });
         if let Some(c) = s.candidates.get_mut(&addr) {
             c.failures = 0;
         }
@@ -480,16 +480,12 @@ impl Session {
                 let len = u64::from(block.length);
                 s.downloaded += len;
                 *s.bytes_from.entry(addr).or_default() += len;
-                if let Some(p) = s.peers.get_mut(&key) {
-                    p.downloaded += len;
-                }
                 let piece_len = self.meta.piece_len(block.piece) as usize;
                 let blocks = piece_len.div_ceil(BLOCK_SIZE as usize);
                 if !s.buffers.contains_key(&block.piece) {
                     let mut data = s.pool.pop().unwrap_or_default();
                     // Recycled bytes are never read: a piece completes only when every block was written.
                     data.resize(piece_len, 0);
-                    data.truncate(piece_len);
                     s.buffers.insert(block.piece, PieceBuffer { data, block_from: vec![None; blocks] });
                 }
                 let buf = s.buffers.get_mut(&block.piece)?;
@@ -516,12 +512,9 @@ impl Session {
     }
 
     /// Counts bytes we uploaded to a peer.
-    pub fn on_upload(&self, key: PeerKey, bytes: u64) {
+    pub fn on_upload(&self, bytes: u64) {
         let mut s = lock(&self.state);
         s.uploaded += bytes;
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.uploaded += bytes;
-        }
     }
 
     /// Hashes completed pieces in batches (whatever queued up while the

@@ -3,9 +3,11 @@
 pub mod announce;
 pub mod bencode;
 pub mod bitfield;
+pub mod choker;
 pub mod client;
 pub mod coding;
 pub mod hash;
+pub mod metadata;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;

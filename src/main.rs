@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::metadata::{self, Magnet};
 use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
 use ccfd_bt::session::{Session, SessionConfig, Snapshot};
 use ccfd_bt::storage::OpenMode;
@@ -78,8 +79,14 @@ struct NetArgs {
 
 #[derive(Args)]
 struct DownloadArgs {
-    /// The .torrent file.
-    torrent: PathBuf,
+    /// A .torrent file, a magnet link, or a bare info-hash (40 hex digits).
+    torrent: String,
+    /// Extra tracker for a magnet link or info-hash (repeatable).
+    #[arg(long = "tracker", value_name = "URL")]
+    trackers: Vec<String>,
+    /// Give up fetching a magnet link's metadata from peers after this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    metadata_timeout: u64,
     /// Folder to download into.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
@@ -161,14 +168,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Create(args) => create(args),
         Command::Download(args) => {
-            let meta = load(&args.torrent)?;
+            let source = if Magnet::looks_like(&args.torrent) {
+                let mut magnet = Magnet::parse(&args.torrent)?;
+                magnet.trackers.extend(args.trackers);
+                Source::Magnet(magnet, Duration::from_secs(args.metadata_timeout))
+            } else {
+                if !args.trackers.is_empty() {
+                    bail!("--tracker is for magnet links and info-hashes; a .torrent names its own trackers");
+                }
+                Source::Torrent(load(std::path::Path::new(&args.torrent))?)
+            };
             std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-            serve(meta, &args.output, OpenMode::Create, args.net, args.seed_after).await
+            serve(source, &args.output, OpenMode::Create, args.net, args.seed_after).await
         }
         Command::Tracker(args) => tracker(args).await,
         Command::Seed(args) => {
             let meta = load(&args.torrent)?;
-            serve(meta, &args.data, OpenMode::Existing, args.net, true).await
+            serve(Source::Torrent(meta), &args.data, OpenMode::Existing, args.net, true).await
         }
     }
 }
@@ -228,8 +244,15 @@ fn dir_size(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// Where the torrent's metadata comes from.
+enum Source {
+    Torrent(Arc<Metainfo>),
+    /// Fetched from peers (BEP 9) within the given time.
+    Magnet(Magnet, Duration),
+}
+
 /// Downloads and/or seeds one torrent until done (or, when `keep_seeding`, until a signal).
-async fn serve(meta: Arc<Metainfo>, dir: &std::path::Path, mode: OpenMode, net: NetArgs, keep_seeding: bool) -> anyhow::Result<ExitCode> {
+async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetArgs, keep_seeding: bool) -> anyhow::Result<ExitCode> {
     let client = Client::start(ClientConfig {
         bind: net.bind,
         port: net.port,
@@ -238,6 +261,23 @@ async fn serve(meta: Arc<Metainfo>, dir: &std::path::Path, mode: OpenMode, net: 
         ..ClientConfig::default()
     })
     .await?;
+    let meta = match source {
+        Source::Torrent(meta) => meta,
+        Source::Magnet(magnet, limit) => {
+            if magnet.trackers.is_empty() && magnet.peers.is_empty() && net.peers.is_empty() {
+                bail!("no way to find peers for {}: give --tracker URL or --peer IP:PORT", magnet.info_hash);
+            }
+            if !net.json {
+                eprintln!("fetching metadata for {} from peers", magnet.info_hash);
+            }
+            let mut signals = Signals::new()?;
+            let meta = tokio::select! {
+                m = metadata::fetch(client.shared.clone(), &magnet, &net.peers, limit) => m?,
+                _ = signals.recv() => return Ok(ExitCode::from(130)),
+            };
+            Arc::new(meta)
+        }
+    };
     let config = SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() };
     let session = Session::start(client.shared.clone(), meta.clone(), dir, mode, config, net.peers).await?;
     if mode == OpenMode::Existing && !session.is_complete() {

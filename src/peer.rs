@@ -21,6 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::bitfield::Bitfield;
 use crate::client::lock;
+use crate::metadata::{answer_request, UtMetadata, UT_METADATA_ID};
 use crate::picker::PeerKey;
 use crate::session::{PeerCommand, Session};
 use crate::wire::{BlockRef, ExtendedHandshake, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN, MAX_BLOCK};
@@ -66,7 +67,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
     let shared = Arc::new(UploadShared { pending: Mutex::new(HashSet::new()) });
     let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, MessageCodec), out_rx));
-    let uploader = tokio::spawn(upload_loop(session.clone(), up_rx, out_tx.clone(), shared.clone()));
+    let uploader = tokio::spawn(upload_loop(session.clone(), key, up_rx, out_tx.clone(), shared.clone()));
     let mut conn = Connection {
         our_have: session.have(),
         has: Bitfield::new(session.meta.piece_count()),
@@ -79,6 +80,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         outstanding: HashSet::new(),
         queue_target: MIN_QUEUE * 2,
         peer_reqq: DEFAULT_PEER_REQQ,
+        peer_ut_metadata: None,
         last_block: Instant::now(),
         last_recv: Instant::now(),
         last_keepalive: Instant::now(),
@@ -122,6 +124,8 @@ struct Connection {
     outstanding: HashSet<BlockRef>,
     queue_target: usize,
     peer_reqq: usize,
+    /// The id the peer wants `ut_metadata` messages on, if it speaks BEP 9.
+    peer_ut_metadata: Option<u8>,
     last_block: Instant,
     last_recv: Instant,
     last_keepalive: Instant,
@@ -148,9 +152,10 @@ impl Connection {
         if extensions {
             let hs = ExtendedHandshake {
                 v: Some(concat!("ccfd-bt ", env!("CARGO_PKG_VERSION")).into()),
+                m: [("ut_metadata".to_string(), i64::from(UT_METADATA_ID))].into(),
                 reqq: Some(OUR_REQQ as i64),
                 p: Some(i64::from(self.session.client.listen_addr.port())),
-                ..ExtendedHandshake::default()
+                metadata_size: Some(self.session.meta.info_bytes.len() as i64),
             };
             self.send(Message::Extended { id: 0, payload: hs.to_bytes() }).await?;
         }
@@ -240,6 +245,14 @@ impl Connection {
                     if let Some(q) = hs.reqq.and_then(|q| usize::try_from(q).ok()).filter(|&q| q > 0) {
                         self.peer_reqq = q;
                     }
+                    self.peer_ut_metadata = hs.m.get("ut_metadata").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                }
+            }
+            Message::Extended { id: UT_METADATA_ID, payload } => {
+                // Serve our info dictionary (BEP 9); ignore anything else on this id.
+                if let (Ok(UtMetadata::Request { piece }), Some(id)) = (UtMetadata::parse(&payload), self.peer_ut_metadata) {
+                    let reply = answer_request(&self.session.meta.info_bytes, piece);
+                    self.send(Message::Extended { id, payload: reply.to_bytes() }).await?;
                 }
             }
             Message::KeepAlive | Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
@@ -311,6 +324,7 @@ impl Connection {
                 self.send(Message::Cancel(*b)).await?;
             }
             self.session.release(self.key, held);
+            self.session.peer_snubbed(self.key, true);
             self.last_block = now;
         }
         if now.duration_since(self.last_keepalive) > KEEPALIVE_EVERY {
@@ -355,7 +369,7 @@ async fn write_loop(mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>, mut rx:
     }
 }
 
-async fn upload_loop(session: Arc<Session>, mut requests: mpsc::Receiver<BlockRef>, out: mpsc::Sender<Message>, shared: Arc<UploadShared>) {
+async fn upload_loop(session: Arc<Session>, key: PeerKey, mut requests: mpsc::Receiver<BlockRef>, out: mpsc::Sender<Message>, shared: Arc<UploadShared>) {
     let mut cache: Option<(u32, Bytes)> = None;
     while let Some(block) = requests.recv().await {
         if !lock(&shared.pending).remove(&block) {
@@ -380,7 +394,7 @@ async fn upload_loop(session: Arc<Session>, mut requests: mpsc::Receiver<BlockRe
         if out.send(Message::Piece { piece: block.piece, offset: block.offset, data }).await.is_err() {
             return;
         }
-        session.on_upload(u64::from(block.length));
+        session.on_upload(key, u64::from(block.length));
     }
 }
 

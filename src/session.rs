@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitfield::Bitfield;
+use crate::choker::{ChokeInput, Choker, ChokerConfig};
 use crate::client::{lock, ClientShared};
 use crate::hash::{sha1, sha1_batch};
 use crate::metainfo::Metainfo;
@@ -35,8 +36,8 @@ use crate::wire::{BlockRef, BLOCK_SIZE};
 pub struct SessionConfig {
     /// Connections per torrent, inbound and outbound together.
     pub max_peers: usize,
-    /// Peers we upload to at once.
-    pub max_unchoked: usize,
+    /// Tit-for-tat slots and intervals.
+    pub choker: ChokerConfig,
     /// A peer that sends nothing for this long while we wait on requests is snubbed.
     pub snub_timeout: Duration,
     /// A connection silent this long is closed (peers send keep-alives every 2 min).
@@ -50,7 +51,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             max_peers: 50,
-            max_unchoked: 8,
+            choker: ChokerConfig::default(),
             snub_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(10),
@@ -92,6 +93,13 @@ struct PeerEntry {
     interested: bool,
     unchoked: bool,
     is_seed: bool,
+    /// Sends nothing we asked for: no regular unchoke slot.
+    snubbed: bool,
+    /// Bytes this tick, and smoothed rates in bytes per second.
+    down_tick: u64,
+    up_tick: u64,
+    down_rate: f64,
+    up_rate: f64,
 }
 
 struct PieceBuffer {
@@ -170,6 +178,7 @@ struct SwarmState {
     suspects: HashMap<u32, Vec<SuspectBlock>>,
     /// Recycled piece buffers: no zero-fill, no page faults, bounded memory.
     pool: Vec<Vec<u8>>,
+    choker: Choker,
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
@@ -253,6 +262,7 @@ impl Session {
         let complete = have.is_full();
         let picker = Picker::new(meta.piece_length, meta.total_length, have, &mut rng);
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let choker = Choker::new(config.choker.clone());
         let session = Arc::new(Session {
             client: client.clone(),
             config,
@@ -267,6 +277,7 @@ impl Session {
                 banned: HashSet::new(),
                 suspects: HashMap::new(),
                 pool: Vec::new(),
+                choker,
                 next_key: 1,
                 rng: StdRng::from_rng(&mut rng),
                 downloaded: 0,
@@ -396,7 +407,20 @@ impl Session {
         let key = s.next_key;
         s.next_key += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        s.peers.insert(key, PeerEntry { addr, peer_id, tx, interested: false, unchoked: false, is_seed: false });
+        let entry = PeerEntry {
+            addr,
+            peer_id,
+            tx,
+            interested: false,
+            unchoked: false,
+            is_seed: false,
+            snubbed: false,
+            down_tick: 0,
+            up_tick: 0,
+            down_rate: 0.0,
+            up_rate: 0.0,
+        };
+        s.peers.insert(key, entry);
         if let Some(c) = s.candidates.get_mut(&addr) {
             c.failures = 0;
         }
@@ -448,7 +472,14 @@ impl Session {
         if let Some(p) = s.peers.get_mut(&key) {
             p.interested = interested;
         }
-        self.rebalance_unchokes(&mut s);
+        self.rechoke(&mut s, Instant::now());
+    }
+
+    /// The peer stopped (or resumed) sending what we request.
+    pub fn peer_snubbed(&self, key: PeerKey, snubbed: bool) {
+        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+            p.snubbed = snubbed;
+        }
     }
 
     /// Picks blocks to request from a peer.
@@ -470,7 +501,10 @@ impl Session {
     /// the caller hands it to `verify`.
     pub fn on_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         let mut s = lock(&self.state);
-        let addr = s.peers.get(&key)?.addr;
+        let peer = s.peers.get_mut(&key)?;
+        peer.down_tick += u64::from(block.length);
+        peer.snubbed = false;
+        let addr = peer.addr;
         match s.picker.block_received(key, block) {
             BlockOutcome::Unwanted => {
                 s.wasted += u64::from(block.length);
@@ -512,9 +546,12 @@ impl Session {
     }
 
     /// Counts bytes we uploaded to a peer.
-    pub fn on_upload(&self, bytes: u64) {
+    pub fn on_upload(&self, key: PeerKey, bytes: u64) {
         let mut s = lock(&self.state);
         s.uploaded += bytes;
+        if let Some(p) = s.peers.get_mut(&key) {
+            p.up_tick += bytes;
+        }
     }
 
     /// Hashes completed pieces in batches (whatever queued up while the
@@ -647,39 +684,59 @@ impl Session {
         self.shutdown.cancel();
     }
 
-    /// Plain unchoking: every interested peer, up to `max_unchoked` (tit-for-tat is the choker's job).
-    fn rebalance_unchokes(&self, s: &mut SwarmState) {
-        let mut unchoked = s.peers.values().filter(|p| p.unchoked).count();
-        for p in s.peers.values_mut() {
-            if p.unchoked && !p.interested {
-                p.unchoked = false;
-                unchoked -= 1;
-                let _ = p.tx.send(PeerCommand::Choke(true));
-            }
-        }
-        for p in s.peers.values_mut() {
-            if unchoked >= self.config.max_unchoked {
-                break;
-            }
-            if !p.unchoked && p.interested {
-                p.unchoked = true;
-                unchoked += 1;
-                let _ = p.tx.send(PeerCommand::Choke(false));
+    /// Applies the choker's decision: choke and unchoke the peers whose state changes.
+    fn rechoke(&self, s: &mut SwarmState, now: Instant) {
+        let seeding = s.picker.is_complete();
+        let inputs: Vec<ChokeInput> = s
+            .peers
+            .iter()
+            .map(|(&key, p)| ChokeInput {
+                key,
+                interested: p.interested,
+                rate: if seeding { p.up_rate } else { p.down_rate },
+                snubbed: p.snubbed && !seeding,
+            })
+            .collect();
+        let SwarmState { choker, rng, peers, .. } = s;
+        let unchoke = choker.unchoked(now, &inputs, rng);
+        for (key, p) in peers.iter_mut() {
+            let want = unchoke.contains(key);
+            if want != p.unchoked {
+                p.unchoked = want;
+                let _ = p.tx.send(PeerCommand::Choke(!want));
             }
         }
     }
 
-    /// Once a second: dial candidates, rebalance unchokes, drop seed-to-seed links.
+    /// Folds the last tick's byte counts into each peer's smoothed rates.
+    fn update_rates(&self, s: &mut SwarmState, tick: Duration) {
+        // Time constant of one rechoke interval: tit-for-tat looks at the last round.
+        let alpha = 1.0 - (-tick.as_secs_f64() / self.config.choker.rechoke_interval.as_secs_f64().max(0.001)).exp();
+        for p in s.peers.values_mut() {
+            let secs = tick.as_secs_f64();
+            p.down_rate += alpha * (p.down_tick as f64 / secs - p.down_rate);
+            p.up_rate += alpha * (p.up_tick as f64 / secs - p.up_rate);
+            p.down_tick = 0;
+            p.up_tick = 0;
+        }
+    }
+
+    /// Once a second: update rates, rechoke, dial candidates, drop seed-to-seed links.
     async fn maintain(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let period = Duration::from_secs(1).min(self.config.choker.rechoke_interval);
+        let mut tick = tokio::time::interval(period);
+        let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let now = Instant::now();
             let dial = {
                 let mut s = lock(&self.state);
-                self.rebalance_unchokes(&mut s);
+                self.update_rates(&mut s, now.duration_since(last).max(Duration::from_millis(1)));
+                last = now;
+                self.rechoke(&mut s, now);
                 let complete = s.picker.is_complete();
                 if complete {
                     for p in s.peers.values().filter(|p| p.is_seed) {
@@ -688,7 +745,6 @@ impl Session {
                 }
                 let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
                 let room = self.config.max_peers.saturating_sub(s.peers.len() + s.connecting.len());
-                let now = Instant::now();
                 let dial: Vec<SocketAddr> = s
                     .candidates
                     .iter()

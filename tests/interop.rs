@@ -94,6 +94,20 @@ fn ccfd_downloads_from_libtorrent_through_http_tracker() {
 }
 
 #[test]
+fn ccfd_downloads_a_magnet_link_getting_the_metadata_from_libtorrent() {
+    let w = world("http");
+    let _tracker = w.tracker();
+    let _seed = libtorrent(&w.dir, "lt-seed", "seed", &w.torrent, &w.seed_dir, &w.net.addr(2, 6881), &[]);
+    w.wait_seed_announced();
+    let out = w.out("magnet");
+    let magnet = format!("magnet:?xt=urn:btih:{}&tr=http://{}/announce", w.hash, w.net.addr(1, 6969));
+    let (o, ip) = (out.display().to_string(), w.net.ip(3));
+    let summary = ccfd_download(&w.dir, "ccfd-magnet", &[magnet.as_str(), "-o", o.as_str(), "--bind", ip.as_str(), "--port", "6881"], TIMEOUT);
+    w.check(&out);
+    assert_eq!(summary["info_hash"], w.hash.as_str());
+}
+
+#[test]
 fn libtorrent_downloads_from_ccfd_through_udp_tracker() {
     let w = world("udp");
     let _tracker = w.tracker();

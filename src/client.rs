@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct ClientConfig {
     /// Download cap in bytes per second, over all peers.
     pub download_rate: Option<u64>,
     pub udp_timing: UdpTiming,
+    /// Connections over all torrents, inbound and outbound together.
+    pub max_connections: usize,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,7 @@ impl Default for ClientConfig {
             upload_rate: None,
             download_rate: None,
             udp_timing: UdpTiming::default(),
+            max_connections: 200,
         }
     }
 }
@@ -68,6 +72,17 @@ pub struct ClientShared {
     pub trackers: TrackerClient,
     sessions: Mutex<HashMap<InfoHash, Arc<Session>>>,
     pub shutdown: CancellationToken,
+    connections: Arc<AtomicUsize>,
+    max_connections: usize,
+}
+
+/// One of the client's connection slots, held for a connection's life.
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ClientShared {
@@ -77,6 +92,12 @@ impl ClientShared {
 
     pub(crate) fn remove_session(&self, info_hash: &InfoHash) {
         lock(&self.sessions).remove(info_hash);
+    }
+
+    /// Takes a connection slot, or `None` when the client-wide cap is reached.
+    pub fn connection_slot(&self) -> Option<ConnectionSlot> {
+        let taken = self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_connections).then_some(n + 1));
+        taken.ok().map(|_| ConnectionSlot(self.connections.clone()))
     }
 
     fn session(&self, info_hash: &InfoHash) -> Option<Arc<Session>> {
@@ -128,6 +149,8 @@ impl Client {
             trackers: TrackerClient::new(bind, config.udp_timing)?,
             sessions: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            connections: Arc::new(AtomicUsize::new(0)),
+            max_connections: config.max_connections,
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Client { shared })
@@ -152,8 +175,13 @@ async fn accept_loop(shared: Arc<ClientShared>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, addr)) => {
+                let Some(slot) = shared.connection_slot() else {
+                    tracing::debug!(%addr, "inbound connection refused: connection limit");
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = accept_one(shared, stream, addr).await {
                         tracing::debug!(%addr, error = %e, "inbound connection refused");
                     }

@@ -1,6 +1,7 @@
 //! ccfd-bt: a streaming BitTorrent client. See docs/ARCHITECTURE.md.
 
 pub mod announce;
+pub mod api;
 pub mod bencode;
 pub mod bitfield;
 pub mod choker;
@@ -16,3 +17,4 @@ pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod wire;
+pub mod world;

@@ -190,25 +190,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn tracker(args: TrackerArgs) -> anyhow::Result<ExitCode> {
-    use ccfd_bt::tracker::registry::{Limits, Registry};
-    use ccfd_bt::tracker::server;
+    use ccfd_bt::tracker::registry::Limits;
     if args.http.is_none() && args.udp.is_none() {
         bail!("give --http ADDR, --udp ADDR, or both");
     }
-    let interval = Duration::from_secs(args.interval);
-    let registry = Arc::new(std::sync::Mutex::new(Registry::new(Limits { interval, ..Limits::default() })));
+    let limits = Limits { interval: Duration::from_secs(args.interval), ..Limits::default() };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    if let Some(addr) = args.http {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("tracker: http://{addr}/announce");
-        tokio::spawn(server::serve_http(listener, registry.clone(), shutdown.clone()));
+    let addrs = ccfd_bt::tracker::server::start(args.http, args.udp, limits, shutdown.clone()).await.context("cannot start the tracker")?;
+    if let Some(a) = addrs.http {
+        eprintln!("tracker: http://{a}/announce");
     }
-    if let Some(addr) = args.udp {
-        let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
-        eprintln!("tracker: udp://{addr}/announce");
-        tokio::spawn(server::serve_udp(socket, registry.clone(), shutdown.clone()));
+    if let Some(a) = addrs.udp {
+        eprintln!("tracker: udp://{a}/announce");
     }
-    tokio::spawn(server::expire_loop(registry, (interval / 4).max(Duration::from_secs(1)), shutdown.clone()));
     Signals::new()?.recv().await;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)

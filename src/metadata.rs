@@ -238,7 +238,12 @@ fn base32_decode(s: &str) -> Option<[u8; 20]> {
 
 /// Finds peers (trackers, then `peers`) and fetches the info dictionary from
 /// whichever of them answers first with bytes that match the info-hash.
-pub async fn fetch(client: Arc<ClientShared>, magnet: &Magnet, extra_peers: &[SocketAddr], limit: Duration) -> Result<Metainfo, MetadataError> {
+pub async fn fetch(
+    client: Arc<ClientShared>,
+    magnet: &Magnet,
+    extra_peers: &[SocketAddr],
+    limit: Duration,
+) -> Result<Metainfo, MetadataError> {
     let deadline = tokio::time::Instant::now() + limit;
     let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     let mut trackers = TrackerTiers::new(tiers.clone(), &mut rand::rng());
@@ -389,7 +394,8 @@ mod tests {
     #[test]
     fn magnets_and_bare_hashes_parse() {
         let hex = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
-        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{hex}&dn=a%20b&tr=http%3A%2F%2F127.0.0.1%3A1%2Fannounce&x.pe=127.0.0.2:6881")).unwrap();
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{hex}&dn=a%20b&tr=http%3A%2F%2F127.0.0.1%3A1%2Fannounce&x.pe=127.0.0.2:6881"))
+            .unwrap();
         assert_eq!(m.info_hash.to_hex(), hex);
         assert_eq!(m.name.as_deref(), Some("a b"));
         assert_eq!(m.trackers, vec!["http://127.0.0.1:1/announce"]);

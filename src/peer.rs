@@ -369,7 +369,13 @@ async fn write_loop(mut sink: FramedWrite<OwnedWriteHalf, MessageCodec>, mut rx:
     }
 }
 
-async fn upload_loop(session: Arc<Session>, key: PeerKey, mut requests: mpsc::Receiver<BlockRef>, out: mpsc::Sender<Message>, shared: Arc<UploadShared>) {
+async fn upload_loop(
+    session: Arc<Session>,
+    key: PeerKey,
+    mut requests: mpsc::Receiver<BlockRef>,
+    out: mpsc::Sender<Message>,
+    shared: Arc<UploadShared>,
+) {
     let mut cache: Option<(u32, Bytes)> = None;
     while let Some(block) = requests.recv().await {
         if !lock(&shared.pending).remove(&block) {

@@ -45,28 +45,37 @@ impl TokenBucket {
     }
 }
 
-/// An optional shared cap: `None` means unlimited.
+/// An optional shared cap: `None` means unlimited. The rate can change
+/// while running (a world peer whose uplink degrades).
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    bucket: Option<Mutex<TokenBucket>>,
+    bucket: Mutex<Option<TokenBucket>>,
 }
 
 impl RateLimiter {
     /// `rate` in bytes per second; 0 or `None` is unlimited.
     pub fn new(rate: Option<u64>) -> RateLimiter {
-        RateLimiter { bucket: rate.filter(|&r| r > 0).map(|r| Mutex::new(TokenBucket::new(r, Instant::now()))) }
+        RateLimiter { bucket: Mutex::new(rate.filter(|&r| r > 0).map(|r| TokenBucket::new(r, Instant::now()))) }
     }
 
     pub fn is_limited(&self) -> bool {
-        self.bucket.is_some()
+        self.lock().is_some()
+    }
+
+    /// Replaces the cap (0 or `None`: unlimited).
+    pub fn set_rate(&self, rate: Option<u64>) {
+        *self.lock() = rate.filter(|&r| r > 0).map(|r| TokenBucket::new(r, Instant::now()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TokenBucket>> {
+        self.bucket.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until `n` bytes may pass.
     pub async fn acquire(&self, n: u64) {
-        let Some(bucket) = &self.bucket else { return };
-        let wait = match bucket.lock() {
-            Ok(mut b) => b.take(n, Instant::now()),
-            Err(poisoned) => poisoned.into_inner().take(n, Instant::now()),
+        let wait = match self.lock().as_mut() {
+            Some(b) => b.take(n, Instant::now()),
+            None => return,
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

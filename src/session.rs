@@ -211,9 +211,30 @@ pub struct Snapshot {
     pub peers: usize,
     pub bytes_from: BTreeMap<SocketAddr, u64>,
     pub banned: Vec<IpAddr>,
+    /// Connected peers, by address.
+    pub peer_list: Vec<PeerSnapshot>,
     pub complete: bool,
     /// Seconds from session start to the last verified piece.
     pub seconds_to_complete: Option<f64>,
+}
+
+/// One connected peer as the session sees it.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot {
+    pub addr: SocketAddr,
+    /// Client name from the peer id (`ccfd-bt 0100`, `libtorrent 2000`).
+    pub client: String,
+    /// Smoothed rates, bytes per second.
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// We upload to it.
+    pub unchoked: bool,
+    /// It holds our optimistic unchoke slot.
+    pub optimistic: bool,
+    /// It wants data from us.
+    pub interested: bool,
+    pub snubbed: bool,
+    pub is_seed: bool,
 }
 
 /// A running torrent.
@@ -362,6 +383,26 @@ impl Session {
             peers: s.peers.len(),
             bytes_from: s.bytes_from.clone(),
             banned: s.banned.iter().copied().collect(),
+            peer_list: {
+                let optimistic = s.choker.optimistic();
+                let mut list: Vec<PeerSnapshot> = s
+                    .peers
+                    .iter()
+                    .map(|(&key, p)| PeerSnapshot {
+                        addr: p.addr,
+                        client: crate::wire::client_name(&p.peer_id),
+                        down_rate: p.down_rate,
+                        up_rate: p.up_rate,
+                        unchoked: p.unchoked,
+                        optimistic: optimistic == Some(key),
+                        interested: p.interested,
+                        snubbed: p.snubbed,
+                        is_seed: p.is_seed,
+                    })
+                    .collect();
+                list.sort_by_key(|p| p.addr);
+                list
+            },
             complete: have.is_full(),
             seconds_to_complete: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
         }
@@ -769,6 +810,10 @@ impl Session {
     }
 
     async fn dial(self: Arc<Self>, addr: SocketAddr) {
+        let Some(_slot) = self.client.connection_slot() else {
+            lock(&self.state).connecting.remove(&addr);
+            return;
+        };
         let outcome = tokio::time::timeout(self.config.connect_timeout, crate::peer::connect(&self, addr)).await;
         let stream = match outcome {
             Ok(Ok(pair)) => Some(pair),

@@ -102,7 +102,8 @@ fn ccfd_downloads_a_magnet_link_getting_the_metadata_from_libtorrent() {
     let out = w.out("magnet");
     let magnet = format!("magnet:?xt=urn:btih:{}&tr=http://{}/announce", w.hash, w.net.addr(1, 6969));
     let (o, ip) = (out.display().to_string(), w.net.ip(3));
-    let summary = ccfd_download(&w.dir, "ccfd-magnet", &[magnet.as_str(), "-o", o.as_str(), "--bind", ip.as_str(), "--port", "6881"], TIMEOUT);
+    let summary =
+        ccfd_download(&w.dir, "ccfd-magnet", &[magnet.as_str(), "-o", o.as_str(), "--bind", ip.as_str(), "--port", "6881"], TIMEOUT);
     w.check(&out);
     assert_eq!(summary["info_hash"], w.hash.as_str());
 }

@@ -28,6 +28,48 @@ const MAX_SCRAPE: usize = 74;
 /// A running tracker's shared state.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
 
+/// Addresses a started tracker listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerAddrs {
+    pub http: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+}
+
+impl TrackerAddrs {
+    /// The announce URL peers should use (HTTP when both run).
+    pub fn announce_url(&self) -> Option<String> {
+        match (self.http, self.udp) {
+            (Some(a), _) => Some(format!("http://{a}/announce")),
+            (None, Some(a)) => Some(format!("udp://{a}/announce")),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Binds the front ends (port 0 picks a free one) and serves until `shutdown`.
+pub async fn start(
+    http: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    limits: super::registry::Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<TrackerAddrs> {
+    let interval = limits.interval;
+    let registry = Arc::new(Mutex::new(Registry::new(limits)));
+    let mut addrs = TrackerAddrs { http: None, udp: None };
+    if let Some(addr) = http {
+        let listener = TcpListener::bind(addr).await?;
+        addrs.http = Some(listener.local_addr()?);
+        tokio::spawn(serve_http(listener, registry.clone(), shutdown.clone()));
+    }
+    if let Some(addr) = udp {
+        let socket = UdpSocket::bind(addr).await?;
+        addrs.udp = Some(socket.local_addr()?);
+        tokio::spawn(serve_udp(socket, registry.clone(), shutdown.clone()));
+    }
+    tokio::spawn(expire_loop(registry, (interval / 4).max(Duration::from_secs(1)), shutdown));
+    Ok(addrs)
+}
+
 /// Serves HTTP announces and scrapes until `shutdown`.
 pub async fn serve_http(listener: TcpListener, registry: SharedRegistry, shutdown: CancellationToken) {
     loop {

@@ -83,7 +83,9 @@ impl Default for PeerOptions {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 0,
             data_dir: None,
-            session: SessionConfig::default(),
+            // A registered file usually starts with one copy in the swarm:
+            // reveal it piece by piece so each piece leaves us about once.
+            session: SessionConfig { super_seed: true, ..SessionConfig::default() },
             piece_length: None,
             download_timeout: Duration::from_secs(3600),
         }

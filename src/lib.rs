@@ -15,6 +15,7 @@ pub mod picker;
 pub mod ratelimit;
 pub mod session;
 pub mod storage;
+pub mod superseed;
 pub mod tracker;
 pub mod wire;
 pub mod world;

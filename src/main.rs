@@ -72,6 +72,12 @@ struct NetArgs {
     /// Most connections for this torrent, inbound and outbound.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
+    /// Most connections over all torrents, inbound and outbound.
+    #[arg(long, default_value_t = 200)]
+    max_connections: usize,
+    /// While seeding, reveal pieces one by one (BEP 16 super-seeding) so each leaves us about once.
+    #[arg(long)]
+    super_seed: bool,
     /// Print one JSON summary line on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
@@ -252,6 +258,7 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
         port: net.port,
         upload_rate: net.max_upload_rate,
         download_rate: net.max_download_rate,
+        max_connections: net.max_connections,
         ..ClientConfig::default()
     })
     .await?;
@@ -272,7 +279,7 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
             Arc::new(meta)
         }
     };
-    let config = SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() };
+    let config = SessionConfig { max_peers: net.max_peers, super_seed: net.super_seed, ..SessionConfig::default() };
     let session = Session::start(client.shared.clone(), meta.clone(), dir, mode, config, net.peers).await?;
     if mode == OpenMode::Existing && !session.is_complete() {
         tracing::warn!("data is incomplete: seeding the verified pieces and downloading the rest");

@@ -146,7 +146,8 @@ impl Connection {
         mut commands: mpsc::UnboundedReceiver<PeerCommand>,
         extensions: bool,
     ) -> anyhow::Result<()> {
-        if self.our_have.count() > 0 {
+        let super_seeding = self.session.super_seeding();
+        if self.our_have.count() > 0 && !super_seeding {
             self.send(Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes()))).await?;
         }
         if extensions {
@@ -158,6 +159,9 @@ impl Connection {
                 metadata_size: Some(self.session.meta.info_bytes.len() as i64),
             };
             self.send(Message::Extended { id: 0, payload: hs.to_bytes() }).await?;
+        }
+        if super_seeding {
+            self.reveal_more().await?;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let shutdown = self.session.shutdown.clone();
@@ -204,6 +208,7 @@ impl Connection {
                 let old = std::mem::replace(&mut self.has, new);
                 let wants = self.session.peer_bitfield(self.key, &old, &self.has);
                 self.set_interested(wants).await?;
+                self.reveal_more().await?;
             }
             Message::Have(piece) => {
                 if piece >= n {
@@ -212,6 +217,7 @@ impl Connection {
                 if self.has.set(piece) && self.session.peer_have(self.key, piece, &self.has) {
                     self.set_interested(true).await?;
                 }
+                self.reveal_more().await?;
             }
             Message::Choke => {
                 tracing::debug!(addr = %self.addr, "choked by peer");
@@ -258,6 +264,16 @@ impl Connection {
             Message::KeepAlive | Message::Port(_) | Message::Extended { .. } | Message::Unknown { .. } => {}
         }
         self.fill_requests().await
+    }
+
+    /// Super-seeding: shows the peer its next pieces once it got the last ones.
+    async fn reveal_more(&mut self) -> anyhow::Result<()> {
+        if self.session.super_seeding() {
+            for piece in self.session.reveal(self.key, &self.has) {
+                self.send(Message::Have(piece)).await?;
+            }
+        }
+        Ok(())
     }
 
     fn on_request(&mut self, block: BlockRef) -> anyhow::Result<()> {

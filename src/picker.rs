@@ -92,6 +92,11 @@ impl Picker {
         self.states.get(piece as usize)
     }
 
+    /// How many connected peers announced `piece`.
+    pub fn availability(&self, piece: u32) -> u32 {
+        self.availability.get(piece as usize).copied().unwrap_or(0)
+    }
+
     pub fn is_complete(&self) -> bool {
         self.have.is_full()
     }

@@ -28,6 +28,7 @@ use crate::hash::{sha1, sha1_batch};
 use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::storage::{OpenMode, Storage, StorageError};
+use crate::superseed::SuperSeed;
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
@@ -45,6 +46,8 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Hash failures a peer may contribute to before it is banned.
     pub ban_strikes: u32,
+    /// While seeding, reveal pieces one by one (BEP 16) so each leaves us once.
+    pub super_seed: bool,
 }
 
 impl Default for SessionConfig {
@@ -56,6 +59,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(10),
             ban_strikes: 3,
+            super_seed: false,
         }
     }
 }
@@ -100,6 +104,8 @@ struct PeerEntry {
     up_tick: u64,
     down_rate: f64,
     up_rate: f64,
+    /// Super-seeding: the pieces this peer was shown and does not have yet.
+    shown: Vec<u32>,
 }
 
 struct PieceBuffer {
@@ -179,6 +185,7 @@ struct SwarmState {
     /// Recycled piece buffers: no zero-fill, no page faults, bounded memory.
     pool: Vec<Vec<u8>>,
     choker: Choker,
+    superseed: SuperSeed,
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
@@ -299,6 +306,7 @@ impl Session {
                 suspects: HashMap::new(),
                 pool: Vec::new(),
                 choker,
+                superseed: SuperSeed::new(meta.piece_count()),
                 next_key: 1,
                 rng: StdRng::from_rng(&mut rng),
                 downloaded: 0,
@@ -460,6 +468,7 @@ impl Session {
             up_tick: 0,
             down_rate: 0.0,
             up_rate: 0.0,
+            shown: Vec::new(),
         };
         s.peers.insert(key, entry);
         if let Some(c) = s.candidates.get_mut(&addr) {
@@ -500,6 +509,21 @@ impl Session {
             p.is_seed = has.is_full();
         }
         !s.picker.have().get(piece)
+    }
+
+    /// Whether we hide our bitfield and reveal pieces one by one (BEP 16).
+    pub fn super_seeding(&self) -> bool {
+        self.config.super_seed && self.is_complete()
+    }
+
+    /// Super-seeding: the next pieces to show this peer with `have`.
+    pub fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
+        let mut s = lock(&self.state);
+        let SwarmState { superseed, peers, picker, .. } = &mut *s;
+        match peers.get_mut(&key) {
+            Some(p) => superseed.reveal(has, &mut p.shown, |piece| picker.availability(piece)),
+            None => Vec::new(),
+        }
     }
 
     /// Whether the peer still has anything we lack.

@@ -121,6 +121,18 @@ fn libtorrent_downloads_from_ccfd_through_udp_tracker() {
 }
 
 #[test]
+fn libtorrent_downloads_from_a_super_seeding_ccfd() {
+    let w = world("http");
+    let _tracker = w.tracker();
+    let _seed = w.ccfd_seed(2, &["--super-seed"]);
+    w.wait_seed_announced();
+    let out = w.out("lt-leech");
+    let mut lt = libtorrent(&w.dir, "lt-leech", "download", &w.torrent, &out, &w.net.addr(3, 6881), &[]);
+    assert!(lt.wait(TIMEOUT).success(), "{}", lt.log_text());
+    w.check(&out);
+}
+
+#[test]
 fn ccfd_downloads_from_aria2_through_http_tracker() {
     // aria2 speaks UDP trackers only through its DHT socket, which these tests turn off.
     let w = world("http");

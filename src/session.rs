@@ -863,7 +863,8 @@ impl Session {
     }
 }
 
-/// Retry delay after `failures` consecutive failures: 2 s doubling to 2 min.
+/// Retry delay after `failures` consecutive failures: 1 s doubling to 2 min
+/// (a working connection that drops is retried within a second).
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(120))
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(120))
 }

@@ -23,6 +23,13 @@ pub enum StorageError {
     Missing { path: PathBuf, want: u64 },
     #[error("read outside the torrent: offset {offset} length {len}")]
     OutOfRange { offset: u64, len: u64 },
+    #[error("{0}: read-only, cannot store downloaded pieces")]
+    ReadOnly(PathBuf),
+}
+
+/// EBADF: what a write to a file opened read-only fails with on Linux.
+const fn libc_ebadf() -> i32 {
+    9
 }
 
 /// One contiguous run of bytes inside one file.
@@ -55,7 +62,8 @@ pub fn segments(files: &[FileEntry], offset: u64, len: u64) -> Vec<Segment> {
 /// How `Storage::open` treats missing files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Seeding: every file must exist at full length; opened read-only.
+    /// Seeding: every file must exist at full length. Opened for writing
+    /// too (missing pieces are downloaded), read-only if that is all we may.
     Existing,
     /// Downloading: create folders and sparse files as needed.
     Create,
@@ -87,7 +95,11 @@ impl Storage {
                     if existing_len.is_none_or(|l| l < f.length) {
                         return Err(StorageError::Missing { path, want: f.length });
                     }
-                    File::open(&path).map_err(io)?
+                    match OpenOptions::new().read(true).write(true).open(&path) {
+                        Ok(h) => h,
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => File::open(&path).map_err(io)?,
+                        Err(e) => return Err(io(e)),
+                    }
                 }
                 OpenMode::Create => {
                     if let Some(parent) = path.parent() {
@@ -138,9 +150,13 @@ impl Storage {
         self.check_range(offset, data.len() as u64)?;
         let mut pos = 0usize;
         for s in segments(&self.files, offset, data.len() as u64) {
-            self.handles[s.file]
-                .write_all_at(&data[pos..pos + s.len as usize], s.file_offset)
-                .map_err(|source| StorageError::Io { path: self.paths[s.file].clone(), source })?;
+            self.handles[s.file].write_all_at(&data[pos..pos + s.len as usize], s.file_offset).map_err(|source| {
+                if source.raw_os_error() == Some(libc_ebadf()) {
+                    StorageError::ReadOnly(self.paths[s.file].clone())
+                } else {
+                    StorageError::Io { path: self.paths[s.file].clone(), source }
+                }
+            })?;
             pos += s.len as usize;
         }
         Ok(())

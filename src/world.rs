@@ -23,7 +23,8 @@ use crate::tracker::registry::Limits;
 
 /// A tracker and the address plan of one swarm.
 pub struct World {
-    runtime: tokio::runtime::Runtime,
+    /// Taken on drop, to shut down without blocking (a world may be dropped in async code).
+    runtime: Option<tokio::runtime::Runtime>,
     shutdown: CancellationToken,
     announce: String,
     /// First two octets after 127 of every address in this world.
@@ -42,9 +43,12 @@ impl World {
         let ip = IpAddr::V4(Ipv4Addr::new(127, a, b, 1));
         // A short interval: peers that left without a word vanish from replies quickly.
         let limits = Limits { interval: Duration::from_secs(10), ..Limits::default() };
-        let addrs = runtime.block_on(crate::tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone()))?;
+        let start = crate::tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone());
+        // Blocks on another thread, so a world can be made from async code too.
+        let addrs = std::thread::scope(|s| s.spawn(|| runtime.block_on(start)).join())
+            .map_err(|_| std::io::Error::other("tracker start panicked"))??;
         let announce = addrs.announce_url().unwrap_or_default();
-        Ok(World { runtime, shutdown, announce, net: [a, b], next_host: AtomicU8::new(2), options: PeerOptions::default() })
+        Ok(World { runtime: Some(runtime), shutdown, announce, net: [a, b], next_host: AtomicU8::new(2), options: PeerOptions::default() })
     }
 
     /// The tracker's announce URL.
@@ -64,13 +68,21 @@ impl World {
         Peer::with_options(&self.announce, up, down, options)
     }
 
-    /// Starts a fault-injecting proxy in front of `target` on a fresh address.
+    /// Starts a fault-injecting proxy in front of `target` on a fresh
+    /// address. Callable from async code too (it never blocks on the runtime).
     pub fn proxy(&self, target: SocketAddr, faults: Faults) -> std::io::Result<FaultProxy> {
-        let listen = SocketAddr::new(self.next_ip(), 0);
-        let listener = self.runtime.block_on(TcpListener::bind(listen))?;
+        let listener = std::net::TcpListener::bind(SocketAddr::new(self.next_ip(), 0))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ProxyStats::default());
-        self.runtime.spawn(proxy_loop(listener, target, faults, stats.clone(), self.shutdown.child_token()));
+        let (task_stats, shutdown) = (stats.clone(), self.shutdown.child_token());
+        let Some(runtime) = &self.runtime else { return Err(std::io::Error::other("world is shut down")) };
+        runtime.spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => proxy_loop(listener, target, faults, task_stats, shutdown).await,
+                Err(e) => tracing::warn!(error = %e, "proxy cannot listen"),
+            }
+        });
         Ok(FaultProxy { addr, stats })
     }
 }
@@ -78,6 +90,9 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

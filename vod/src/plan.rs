@@ -1,0 +1,168 @@
+//! The deadline-aware pick policy.
+//!
+//! Earliest deadline first over a rolling horizon, with feasibility triage:
+//! for each peer we estimate when a piece would finish if queued behind what
+//! the peer already owes us (queued bytes / measured rate). A piece that can
+//! make its server cut-off from this peer is urgent; one predicted late by
+//! less than `duplicate_margin` may be requested a second time from this
+//! peer (the first copy cancels the other); anything later is lost to the
+//! VoD server and gets no peer bandwidth. Beyond the horizon the engine's
+//! rarest-first picker runs, so we stay a good trading partner.
+
+/// Tunables of the policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Pieces due within this many seconds are planned by deadline.
+    pub horizon: f64,
+    /// Rate assumed for a peer not measured yet, bytes per second.
+    pub prior_rate: f64,
+    /// Safety margin before the server fallback moment, seconds.
+    pub margin: f64,
+    /// A piece predicted late by up to this much is duplicated to a second peer.
+    pub duplicate_margin: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { horizon: 20.0, prior_rate: 20_000.0, margin: 0.5, duplicate_margin: 1.0 }
+    }
+}
+
+/// A piece not yet verified, as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PieceView {
+    pub index: u32,
+    /// Seconds since start by which the piece must be complete.
+    pub deadline: f64,
+    /// Bytes not yet received.
+    pub remaining: u64,
+    /// Some of its missing blocks are already requested from a peer.
+    pub requested: bool,
+}
+
+/// One peer, as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerView {
+    /// Measured download rate from this peer, bytes per second (0: unknown).
+    pub rate: f64,
+    /// Bytes requested from it and not yet received.
+    pub queued: u64,
+}
+
+/// What to fetch from one peer now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerPlan {
+    /// Pieces to request blocks of, earliest deadline first.
+    pub urgent: Vec<u32>,
+    /// Pieces predicted slightly late: request their in-flight blocks again here.
+    pub duplicate: Vec<u32>,
+}
+
+/// The moment the server must be asked for a piece's missing bytes: its
+/// deadline, less the time the server needs (latency plus transfer), less
+/// the margin.
+pub fn fallback_time(deadline: f64, missing: u64, server_latency: f64, server_rate: f64, margin: f64) -> f64 {
+    deadline - server_latency - missing as f64 / server_rate.max(1.0) - margin
+}
+
+impl Policy {
+    /// Plans the requests to one peer. `pieces` are the unverified pieces,
+    /// sorted by deadline (only those within the horizon matter);
+    /// `peer_has(i)` says whether the peer holds piece i; `server_cutoff(p)`
+    /// is the fallback time of `p` (after it, the server takes over).
+    pub fn plan_for_peer(
+        &self,
+        now: f64,
+        pieces: &[PieceView],
+        peer: &PeerView,
+        peer_has: impl Fn(u32) -> bool,
+        server_cutoff: impl Fn(&PieceView) -> f64,
+    ) -> PeerPlan {
+        let rate = if peer.rate > 0.0 { peer.rate } else { self.prior_rate };
+        let mut queued = peer.queued as f64;
+        let mut plan = PeerPlan::default();
+        for piece in pieces.iter().take_while(|p| p.deadline <= now + self.horizon) {
+            if !peer_has(piece.index) || piece.remaining == 0 {
+                continue;
+            }
+            let finish = now + (queued + piece.remaining as f64) / rate;
+            let cutoff = server_cutoff(piece);
+            if finish <= cutoff {
+                plan.urgent.push(piece.index);
+                queued += piece.remaining as f64;
+            } else if piece.requested && finish <= cutoff + self.duplicate_margin {
+                plan.duplicate.push(piece.index);
+            }
+            // Otherwise lost for this peer: its bandwidth goes to pieces it can save.
+        }
+        plan
+    }
+
+    /// Whether piece deadlines this close are the planner's business (the
+    /// rest is left to rarest-first).
+    pub fn in_horizon(&self, now: f64, deadline: f64) -> bool {
+        deadline <= now + self.horizon
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(index: u32, deadline: f64, remaining: u64) -> PieceView {
+        PieceView { index, deadline, remaining, requested: false }
+    }
+
+    #[test]
+    fn feasible_pieces_earliest_deadline_first_and_lost_ones_skipped() {
+        let policy = Policy { horizon: 10.0, prior_rate: 10_000.0, margin: 0.0, duplicate_margin: 0.0 };
+        // 10 kB/s peer, nothing queued. Piece 0 due in 0.5 s needs 1 s: lost.
+        // Piece 1 due at 2 s needs 1 s: fine; piece 2 due at 2.5 s would finish at 2 s: fine;
+        // piece 3 (20 kB) due at 3 s would finish at 3.5 s: lost.
+        let pieces = [piece(0, 0.5, 10_000), piece(1, 2.0, 10_000), piece(2, 2.5, 5_000), piece(3, 3.0, 20_000), piece(4, 30.0, 1)];
+        let peer = PeerView { rate: 10_000.0, queued: 0 };
+        let plan = policy.plan_for_peer(0.0, &pieces, &peer, |_| true, |p| p.deadline);
+        assert_eq!(plan.urgent, vec![1, 2], "piece 4 is beyond the horizon");
+        assert!(plan.duplicate.is_empty());
+    }
+
+    #[test]
+    fn a_queue_at_the_peer_delays_everything_behind_it() {
+        let policy = Policy { horizon: 10.0, margin: 0.0, ..Policy::default() };
+        let pieces = [piece(0, 2.0, 10_000)];
+        let idle = PeerView { rate: 10_000.0, queued: 0 };
+        let busy = PeerView { rate: 10_000.0, queued: 15_000 };
+        assert_eq!(policy.plan_for_peer(0.0, &pieces, &idle, |_| true, |p| p.deadline).urgent, vec![0]);
+        assert!(policy.plan_for_peer(0.0, &pieces, &busy, |_| true, |p| p.deadline).urgent.is_empty());
+    }
+
+    #[test]
+    fn slightly_late_requested_pieces_are_duplicated_and_missing_ones_are_not() {
+        let policy = Policy { horizon: 10.0, margin: 0.0, duplicate_margin: 1.0, ..Policy::default() };
+        let mut late = piece(0, 1.0, 15_000);
+        late.requested = true;
+        let not_requested = piece(1, 1.0, 15_000);
+        let peer = PeerView { rate: 10_000.0, queued: 0 };
+        // Finishes at 1.5 s, due at 1.0: late by 0.5 < 1.0.
+        let plan = policy.plan_for_peer(0.0, &[late, not_requested], &peer, |_| true, |p| p.deadline);
+        assert_eq!(plan.duplicate, vec![0]);
+        assert!(plan.urgent.is_empty());
+    }
+
+    #[test]
+    fn only_pieces_the_peer_has_and_an_unmeasured_peer_gets_the_prior() {
+        let policy = Policy { horizon: 10.0, prior_rate: 1000.0, margin: 0.0, ..Policy::default() };
+        let pieces = [piece(0, 5.0, 1000), piece(1, 5.0, 1000), piece(2, 5.0, 4000)];
+        let new_peer = PeerView { rate: 0.0, queued: 0 };
+        let plan = policy.plan_for_peer(0.0, &pieces, &new_peer, |i| i != 0, |p| p.deadline);
+        // At the 1 kB/s prior: piece 1 done at 1 s, piece 2 would end at 5 s: exactly in time.
+        assert_eq!(plan.urgent, vec![1, 2]);
+    }
+
+    #[test]
+    fn the_fallback_moment_leaves_room_for_the_server() {
+        // Due at 10 s, 20 kB missing, server 100 kB/s and 50 ms away, 0.25 s margin.
+        let t = fallback_time(10.0, 20_000, 0.05, 100_000.0, 0.25);
+        assert!((t - (10.0 - 0.05 - 0.2 - 0.25)).abs() < 1e-9);
+    }
+}

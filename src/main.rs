@@ -16,12 +16,18 @@ use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
 use ccfd_bt::session::{Session, SessionConfig, Snapshot};
 use ccfd_bt::storage::OpenMode;
 
+mod stream_cli;
+
 /// A streaming BitTorrent client. Rates are in kB/s (1 kB = 1000 bytes), times in seconds.
+///
+/// Without a subcommand it streams a movie: `ccfd-bt --rate 60 --delay 6 --prefetch 2 movie.torrent`.
 #[derive(Parser)]
-#[command(name = "ccfd-bt", version, about, propagate_version = true)]
+#[command(name = "ccfd-bt", version, about, propagate_version = true, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -37,6 +43,81 @@ enum Command {
     Create(CreateArgs),
     /// Run a BitTorrent tracker (HTTP and/or UDP), open to any torrent, until SIGINT/SIGTERM.
     Tracker(TrackerArgs),
+    /// Bring up a local VoD world (tracker, capped world peers, VoD server) and stream a movie in it.
+    World(WorldArgs),
+}
+
+/// Playback parameters (the workshop's flags).
+#[derive(Args, Clone)]
+struct PlaybackArgs {
+    /// Playback rate R, kB/s (1000 B/s).
+    #[arg(long, default_value_t = 60.0, value_parser = parse_positive)]
+    rate: f64,
+    /// Startup delay D, seconds: playback starts this long after the client.
+    #[arg(long, default_value_t = 6.0, value_parser = parse_non_negative)]
+    delay: f64,
+    /// Prefetch P, seconds: bytes must arrive this long before they play.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_non_negative)]
+    prefetch: f64,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// The movie's .torrent (single file).
+    #[arg(required = true)]
+    torrent: Option<PathBuf>,
+    #[command(flatten)]
+    playback: PlaybackArgs,
+    /// VoD server (HTTP, Range requests); default: the torrent's url-list (BEP 19).
+    #[arg(long, value_name = "URL")]
+    vod_server: Option<String>,
+    /// Where to write the movie; default: the torrent's file name in the current folder.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct WorldArgs {
+    /// The movie; default: a generated one of --size-kb.
+    #[arg(long)]
+    movie: Option<PathBuf>,
+    /// Size of the generated movie, kB.
+    #[arg(long, default_value_t = 3000)]
+    size_kb: u64,
+    /// World peers besides the permanent seed.
+    #[arg(long, default_value_t = 10)]
+    peers: usize,
+    /// Upload cap of each world peer, kB/s.
+    #[arg(long, default_value_t = 70.0, value_parser = parse_positive)]
+    upload: f64,
+    /// Piece length, KiB.
+    #[arg(long, default_value_t = 64)]
+    piece_kib: u64,
+    /// Seed for every random choice (saved fractions, pieces, rejoins).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Saved fractions are prefixes of the movie instead of random pieces.
+    #[arg(long)]
+    prefix: bool,
+    /// No permanent full seed among the world peers.
+    #[arg(long)]
+    no_permanent_seed: bool,
+    /// Seconds the world peers run before our client starts.
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Do not start our client: print the torrent, tracker and server, and run until SIGINT.
+    #[arg(long)]
+    no_client: bool,
+    /// Working folder (torrent, world peers' data, the streamed movie); default: a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    playback: PlaybackArgs,
+    /// Print the client's report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -132,6 +213,20 @@ struct CreateArgs {
     web_seeds: Vec<String>,
 }
 
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number >= 0")),
+    }
+}
+
 /// Parses a rate in kB/s into bytes per second.
 fn parse_rate(s: &str) -> Result<u64, String> {
     let kb: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of kB/s"))?;
@@ -151,7 +246,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let job = match cli.command {
+        Some(command) => run(command),
+        None => Box::pin(stream_cli::stream_command(cli.stream)),
+    };
+    match runtime.block_on(job) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -170,8 +269,13 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>> {
+    Box::pin(run_command(command))
+}
+
+async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::World(args) => stream_cli::world_command(args).await,
         Command::Create(args) => create(args),
         Command::Download(args) => {
             let source = if Magnet::looks_like(&args.torrent) {

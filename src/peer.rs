@@ -361,7 +361,8 @@ impl Connection {
         if room == 0 || (room < self.queue_target / 8 && !self.outstanding.is_empty()) {
             return Ok(());
         }
-        for block in self.session.pick(self.key, &self.has, room) {
+        let queued = self.outstanding.iter().map(|b| u64::from(b.length)).sum();
+        for block in self.session.pick(self.key, &self.has, room, queued) {
             self.outstanding.insert(block);
             self.send(Message::Request(block)).await?;
         }

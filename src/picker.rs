@@ -163,24 +163,125 @@ impl Picker {
     /// Picks up to `max` blocks to request from `peer`, which has `peer_has`.
     pub fn pick(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, rng: &mut impl Rng) -> Vec<BlockRef> {
         let mut out = Vec::new();
-        self.pick_in_active(peer, peer_has, max, &mut out);
-        while out.len() < max {
-            let Some(piece) = self.choose_new_piece(peer_has, rng) else {
-                break;
-            };
-            let blocks = vec![Block::Missing; self.block_count(piece) as usize];
-            self.partial.insert(piece, Partial { blocks, received: 0 });
-            self.states[piece as usize] = PieceState::Active;
-            self.take_missing(peer, piece, max, &mut out);
-        }
-        if out.len() < max && self.in_endgame() {
-            self.pick_endgame(peer, peer_has, max, &mut out);
-        }
+        self.pick_usual(peer, peer_has, max, &|_| false, rng, &mut out);
         out
     }
 
-    fn pick_in_active(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
-        let active: Vec<u32> = self.partial.keys().copied().filter(|&p| peer_has.get(p)).collect();
+    /// Streaming: blocks of the `urgent` pieces first, in that (deadline)
+    /// order; then second requests for in-flight blocks of the `duplicate`
+    /// pieces; then the usual policy over the pieces `skip` does not reserve
+    /// (those due soon belong to the deadline planner or the server).
+    pub fn pick_planned(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        max: usize,
+        urgent: &[u32],
+        duplicate: &[u32],
+        skip: &dyn Fn(u32) -> bool,
+        rng: &mut impl Rng,
+    ) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        for &piece in urgent {
+            if out.len() >= max || !peer_has.get(piece) {
+                continue;
+            }
+            if self.states.get(piece as usize) == Some(&PieceState::Missing) {
+                self.activate(piece);
+            }
+            self.take_missing(peer, piece, max, &mut out);
+        }
+        for &piece in duplicate {
+            if out.len() < max && peer_has.get(piece) {
+                self.take_second_requests(peer, piece, max, &mut out);
+            }
+        }
+        self.pick_usual(peer, peer_has, max, skip, rng, &mut out);
+        out
+    }
+
+    fn pick_usual(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, skip: &dyn Fn(u32) -> bool, rng: &mut impl Rng, out: &mut Vec<BlockRef>) {
+        self.pick_in_active(peer, peer_has, max, skip, out);
+        while out.len() < max {
+            let Some(piece) = self.choose_new_piece(peer_has, skip, rng) else {
+                break;
+            };
+            self.activate(piece);
+            self.take_missing(peer, piece, max, out);
+        }
+        if out.len() < max && self.in_endgame() {
+            self.pick_endgame(peer, peer_has, max, out);
+        }
+    }
+
+    fn activate(&mut self, piece: u32) {
+        let blocks = vec![Block::Missing; self.block_count(piece) as usize];
+        self.partial.insert(piece, Partial { blocks, received: 0 });
+        self.states[piece as usize] = PieceState::Active;
+    }
+
+    /// Bytes of `piece` not received yet, and whether any of them is requested.
+    pub fn progress(&self, piece: u32) -> (u64, bool) {
+        match self.states.get(piece as usize) {
+            Some(PieceState::Missing) => (u64::from(self.piece_len(piece)), false),
+            Some(PieceState::Active) => match self.partial.get(&piece) {
+                Some(p) => {
+                    let missing = p.blocks.iter().enumerate().filter(|(_, b)| **b != Block::Received);
+                    let remaining = missing.clone().map(|(i, _)| u64::from(self.block_ref(piece, i as u32).length)).sum();
+                    (remaining, missing.into_iter().any(|(_, b)| matches!(b, Block::Requested(_))))
+                }
+                None => (0, false),
+            },
+            _ => (0, false),
+        }
+    }
+
+    /// Claims every block of `piece` not received yet for `server` (the
+    /// VoD fallback). Returns each claimed block with the peers that had
+    /// requested it (their requests should be cancelled).
+    pub fn claim_for_server(&mut self, piece: u32, server: PeerKey) -> Vec<(BlockRef, Vec<PeerKey>)> {
+        if self.states.get(piece as usize) == Some(&PieceState::Missing) {
+            self.activate(piece);
+        }
+        let Some(p) = self.partial.get_mut(&piece) else { return Vec::new() };
+        let mut claimed = Vec::new();
+        for (i, b) in p.blocks.iter_mut().enumerate() {
+            let others = match b {
+                Block::Received => continue,
+                Block::Missing => Vec::new(),
+                Block::Requested(by) => by.iter().copied().filter(|&k| k != server).collect(),
+            };
+            *b = Block::Requested(vec![server]);
+            claimed.push((i as u32, others));
+        }
+        claimed.into_iter().map(|(i, others)| (self.block_ref(piece, i), others)).collect()
+    }
+
+    /// Adds `peer` as a second requester of `piece`'s in-flight blocks.
+    fn take_second_requests(&mut self, peer: PeerKey, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
+        let Some(p) = self.partial.get_mut(&piece) else { return };
+        let mut picked = Vec::new();
+        for (i, b) in p.blocks.iter_mut().enumerate() {
+            if out.len() + picked.len() >= max {
+                break;
+            }
+            match b {
+                Block::Missing => {
+                    *b = Block::Requested(vec![peer]);
+                    picked.push(i as u32);
+                }
+                Block::Requested(by) if !by.contains(&peer) && by.len() < ENDGAME_MAX_REQUESTERS => {
+                    by.push(peer);
+                    picked.push(i as u32);
+                }
+                _ => {}
+            }
+        }
+        out.extend(picked.into_iter().map(|i| self.block_ref(piece, i)));
+    }
+
+    fn pick_in_active(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, skip: &dyn Fn(u32) -> bool, out: &mut Vec<BlockRef>) {
+        let active: Vec<u32> = self.partial.keys().copied().filter(|&p| peer_has.get(p) && !skip(p)).collect();
         for piece in active {
             if out.len() >= max {
                 break;
@@ -206,8 +307,9 @@ impl Picker {
         out.extend(taken.into_iter().map(|i| self.block_ref(piece, i)));
     }
 
-    fn choose_new_piece(&self, peer_has: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
-        let candidates = (0..self.states.len() as u32).filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i));
+    fn choose_new_piece(&self, peer_has: &Bitfield, skip: &dyn Fn(u32) -> bool, rng: &mut impl Rng) -> Option<u32> {
+        let candidates =
+            (0..self.states.len() as u32).filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i) && !skip(i));
         if self.have.count() < RANDOM_FIRST_PIECES {
             let all: Vec<u32> = candidates.collect();
             return all.get(rng.random_range(0..all.len().max(1))).copied();

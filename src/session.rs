@@ -28,7 +28,9 @@ use crate::hash::{sha1, sha1_batch};
 use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::storage::{OpenMode, Storage, StorageError};
+use crate::streaming::{self, StreamPlan, SERVER_KEY};
 use crate::superseed::SuperSeed;
+use ccfd_vod::plan::PeerView;
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
@@ -193,6 +195,8 @@ struct SwarmState {
     wasted: u64,
     piece_failures: u32,
     bytes_from: BTreeMap<SocketAddr, u64>,
+    /// Bytes the VoD server (web seed) sent.
+    server_bytes: u64,
     completed_at: Option<Instant>,
 }
 
@@ -217,6 +221,8 @@ pub struct Snapshot {
     pub piece_failures: u32,
     pub peers: usize,
     pub bytes_from: BTreeMap<SocketAddr, u64>,
+    /// Bytes from the VoD server (web seed).
+    pub server_bytes: u64,
     pub banned: Vec<IpAddr>,
     /// Connected peers, by address.
     pub peer_list: Vec<PeerSnapshot>,
@@ -254,6 +260,8 @@ pub struct Session {
     complete_tx: watch::Sender<bool>,
     fatal: Mutex<Option<String>>,
     announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set while streaming: the picker follows its deadlines.
+    stream: Mutex<Option<Arc<StreamPlan>>>,
     verify_tx: mpsc::UnboundedSender<(u32, PieceBuffer, OwnedSemaphorePermit)>,
     /// Pieces in verification at once: the backpressure that bounds memory
     /// when the network outruns hashing.
@@ -314,11 +322,13 @@ impl Session {
                 wasted: 0,
                 piece_failures: 0,
                 bytes_from: BTreeMap::new(),
+                server_bytes: 0,
                 completed_at: complete.then_some(started),
             }),
             complete_tx: watch::channel(complete).0,
             fatal: Mutex::new(None),
             announcer: Mutex::new(None),
+            stream: Mutex::new(None),
             verify_tx,
             verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
             shutdown: client.shutdown.child_token(),
@@ -390,6 +400,7 @@ impl Session {
             piece_failures: s.piece_failures,
             peers: s.peers.len(),
             bytes_from: s.bytes_from.clone(),
+            server_bytes: s.server_bytes,
             banned: s.banned.iter().copied().collect(),
             peer_list: {
                 let optimistic = s.choker.optimistic();
@@ -547,11 +558,51 @@ impl Session {
         }
     }
 
-    /// Picks blocks to request from a peer.
-    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize) -> Vec<BlockRef> {
+    /// Picks blocks to request from a peer that owes us `queued` bytes;
+    /// by deadline while streaming.
+    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64) -> Vec<BlockRef> {
+        let plan = lock(&self.stream).clone();
         let mut s = lock(&self.state);
+        let rate = s.peers.get(&key).map_or(0.0, |p| p.down_rate);
         let SwarmState { picker, rng, .. } = &mut *s;
-        picker.pick(key, has, max, rng)
+        match plan {
+            Some(plan) => {
+                let now = self.started.elapsed().as_secs_f64();
+                streaming::pick(&plan, picker, key, has, max, PeerView { rate, queued }, now, rng)
+            }
+            None => picker.pick(key, has, max, rng),
+        }
+    }
+
+    /// Streams from now on: the picker follows `plan`'s deadlines.
+    pub fn set_stream_plan(&self, plan: Arc<StreamPlan>) {
+        *lock(&self.stream) = Some(plan);
+    }
+
+    /// Bytes of `piece` still missing, and whether peers were asked for them.
+    pub fn piece_progress(&self, piece: u32) -> (u64, bool) {
+        lock(&self.state).picker.progress(piece)
+    }
+
+    /// Hands the missing blocks of `piece` to the VoD server, cancelling
+    /// peers' requests for them.
+    pub fn claim_for_server(&self, piece: u32) -> Vec<BlockRef> {
+        let mut s = lock(&self.state);
+        let claimed = s.picker.claim_for_server(piece, SERVER_KEY);
+        for (block, peers) in &claimed {
+            for key in peers {
+                if let Some(p) = s.peers.get(key) {
+                    let _ = p.tx.send(PeerCommand::Cancel(*block));
+                }
+            }
+        }
+        claimed.into_iter().map(|(b, _)| b).collect()
+    }
+
+    /// A block arrived from the VoD server.
+    pub fn on_server_block(&self, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+        let mut s = lock(&self.state);
+        self.accept_block(&mut s, SERVER_KEY, None, block, data)
     }
 
     /// Returns requests of a peer to the pool (choked, snubbed, timed out).
@@ -570,6 +621,11 @@ impl Session {
         peer.down_tick += u64::from(block.length);
         peer.snubbed = false;
         let addr = peer.addr;
+        self.accept_block(&mut s, key, Some(addr), block, data)
+    }
+
+    /// Stores a block from a peer (`from`) or the server (`None`).
+    fn accept_block(&self, s: &mut SwarmState, key: PeerKey, from: Option<SocketAddr>, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         match s.picker.block_received(key, block) {
             BlockOutcome::Unwanted => {
                 s.wasted += u64::from(block.length);
@@ -578,7 +634,10 @@ impl Session {
             BlockOutcome::Accepted { complete, cancel } => {
                 let len = u64::from(block.length);
                 s.downloaded += len;
-                *s.bytes_from.entry(addr).or_default() += len;
+                match from {
+                    Some(addr) => *s.bytes_from.entry(addr).or_default() += len,
+                    None => s.server_bytes += len,
+                }
                 let piece_len = self.meta.piece_len(block.piece) as usize;
                 let blocks = piece_len.div_ceil(BLOCK_SIZE as usize);
                 if !s.buffers.contains_key(&block.piece) {
@@ -590,7 +649,7 @@ impl Session {
                 let buf = s.buffers.get_mut(&block.piece)?;
                 let at = block.offset as usize;
                 buf.data[at..at + data.len()].copy_from_slice(data);
-                buf.block_from[at / BLOCK_SIZE as usize] = Some(addr.ip());
+                buf.block_from[at / BLOCK_SIZE as usize] = from.map(|a| a.ip());
                 for other in cancel {
                     if let Some(p) = s.peers.get(&other) {
                         let _ = p.tx.send(PeerCommand::Cancel(block));

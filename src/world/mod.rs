@@ -6,6 +6,8 @@
 //! joins and leaves are scripted by the caller (`peer()` to join, `close()`
 //! or drop to leave), so a scenario reads top to bottom like its story.
 
+pub mod vod;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,296 @@
+//! Streaming a torrent: the engine side of `ccfd-vod`.
+//!
+//! `StreamPlan` holds the playback clock and the policy; the session asks
+//! `pick` for each peer's requests while a plan is set. The `run` task ticks
+//! every 50 ms: it records arrivals in the ledger and, at each piece's last
+//! safe moment, claims the blocks still missing and fetches exactly those
+//! from the VoD server (a BEP 19 web seed). Server blocks go through the
+//! same verification as peer blocks.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ccfd_vod::plan::{fallback_time, PeerView, PieceView, Policy};
+use ccfd_vod::{Ledger, Playback, Report};
+use rand::Rng;
+
+use crate::bitfield::Bitfield;
+use crate::client::lock;
+use crate::picker::{PeerKey, PieceState, Picker};
+use crate::session::Session;
+use crate::webseed::WebSeed;
+use crate::wire::BlockRef;
+
+/// The picker key of the VoD server's requests.
+pub const SERVER_KEY: PeerKey = PeerKey::MAX;
+/// How often the fallback check runs.
+const TICK: Duration = Duration::from_millis(50);
+/// Attempts at one piece from the server before giving up on the stream.
+const MAX_SERVER_ATTEMPTS: u32 = 3;
+
+/// What the session's picker consults while streaming.
+#[derive(Debug)]
+pub struct StreamPlan {
+    pub playback: Playback,
+    pub policy: Policy,
+    /// Deadline of each piece, seconds since the session started.
+    pub deadlines: Vec<f64>,
+    /// Measured server latency and rate (for the fallback moment).
+    pub server: Mutex<ServerEstimate>,
+    /// Pieces handed to the server: no peer requests for them.
+    pub claimed: Mutex<HashSet<u32>>,
+}
+
+/// The VoD server's measured behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerEstimate {
+    pub latency: f64,
+    pub rate: f64,
+}
+
+impl StreamPlan {
+    pub fn new(playback: Playback, policy: Policy, piece_length: u64) -> StreamPlan {
+        let deadlines = piece_deadlines(&playback, piece_length);
+        StreamPlan {
+            playback,
+            policy,
+            deadlines,
+            server: Mutex::new(ServerEstimate { latency: 0.1, rate: 1_000_000.0 }),
+            claimed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// When the server must be asked for `remaining` bytes of a piece due at `deadline`.
+    fn cutoff(&self, deadline: f64, remaining: u64) -> f64 {
+        let server = *lock(&self.server);
+        fallback_time(deadline, remaining, server.latency, server.rate, self.policy.margin)
+    }
+}
+
+/// Deadline of every piece under `playback`.
+pub fn piece_deadlines(playback: &Playback, piece_length: u64) -> Vec<f64> {
+    let n = playback.total.div_ceil(piece_length);
+    (0..n).map(|i| playback.range_deadline(i * piece_length, ((i + 1) * piece_length).min(playback.total))).collect()
+}
+
+/// Requests for one peer while streaming: pieces due within the horizon by
+/// deadline and feasibility, the rest rarest-first.
+#[allow(clippy::too_many_arguments)]
+pub fn pick(
+    plan: &StreamPlan,
+    picker: &mut Picker,
+    key: PeerKey,
+    has: &Bitfield,
+    max: usize,
+    peer: PeerView,
+    now: f64,
+    rng: &mut impl Rng,
+) -> Vec<BlockRef> {
+    let claimed = lock(&plan.claimed).clone();
+    let horizon = now + plan.policy.horizon;
+    let mut pieces: Vec<PieceView> = plan
+        .deadlines
+        .iter()
+        .enumerate()
+        .filter(|&(i, &d)| d <= horizon && !claimed.contains(&(i as u32)))
+        .filter_map(|(i, &deadline)| {
+            let index = i as u32;
+            matches!(picker.state(index), Some(PieceState::Missing | PieceState::Active)).then(|| {
+                let (remaining, requested) = picker.progress(index);
+                PieceView { index, deadline, remaining, requested }
+            })
+        })
+        .collect();
+    pieces.sort_by(|a, b| a.deadline.total_cmp(&b.deadline));
+    let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
+    let reserved = |i: u32| plan.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
+    picker.pick_planned(key, has, max, &peer_plan.urgent, &peer_plan.duplicate, &reserved, rng)
+}
+
+/// Streams until every piece is verified; returns the ledger's report.
+/// `server` is the VoD server; without one, pieces the swarm misses are late.
+pub async fn run(session: Arc<Session>, plan: Arc<StreamPlan>, server: Option<WebSeed>, ledger: Arc<Mutex<Ledger>>) -> Result<Report, String> {
+    let mut seen = Bitfield::new(session.meta.piece_count());
+    let mut attempts = vec![0u32; seen.len() as usize];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = session.shutdown.cancelled() => return Err(session.fatal_error().unwrap_or_else(|| "stopped".into())),
+            _ = tick.tick() => {}
+        }
+        let now = session.started.elapsed().as_secs_f64();
+        let have = session.have();
+        {
+            let mut l = lock(&ledger);
+            for p in have.ones() {
+                if seen.set(p) {
+                    l.arrived(p, now);
+                }
+            }
+        }
+        if have.is_full() {
+            return Ok(lock(&ledger).report(now));
+        }
+        let Some(server) = &server else { continue };
+        for piece in (0..have.len()).filter(|&p| !have.get(p)) {
+            let deadline = plan.deadlines[piece as usize];
+            let (remaining, _) = session.piece_progress(piece);
+            if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < plan.cutoff(deadline, remaining) {
+                continue;
+            }
+            attempts[piece as usize] += 1;
+            if attempts[piece as usize] > MAX_SERVER_ATTEMPTS {
+                let error = format!("the VoD server failed piece {piece} {MAX_SERVER_ATTEMPTS} times");
+                session.abort(error.clone());
+                return Err(error);
+            }
+            lock(&plan.claimed).insert(piece);
+            let blocks = session.claim_for_server(piece);
+            tokio::spawn(fetch_piece(session.clone(), plan.clone(), server.clone(), ledger.clone(), piece, blocks));
+        }
+    }
+}
+
+/// Fetches the claimed blocks of one piece from the server (contiguous runs
+/// in one range request each) and hands them to the session.
+async fn fetch_piece(session: Arc<Session>, plan: Arc<StreamPlan>, server: WebSeed, ledger: Arc<Mutex<Ledger>>, piece: u32, blocks: Vec<BlockRef>) {
+    let base = u64::from(piece) * session.meta.piece_length;
+    for run in contiguous_runs(&blocks) {
+        let (first, last) = (run[0], run[run.len() - 1]);
+        let start = base + u64::from(first.offset);
+        let len = u64::from(last.offset + last.length - first.offset);
+        let began = std::time::Instant::now();
+        match server.fetch(&session.meta, start, len).await {
+            Ok((data, latency)) => {
+                {
+                    let mut est = lock(&plan.server);
+                    let secs = began.elapsed().as_secs_f64().max(1e-3);
+                    est.latency = 0.7 * est.latency + 0.3 * latency.as_secs_f64();
+                    est.rate = 0.7 * est.rate + 0.3 * (len as f64 / secs).max(10_000.0);
+                }
+                lock(&ledger).server_fetched(piece, len);
+                for b in run {
+                    let at = (b.offset - first.offset) as usize;
+                    let bytes: Bytes = data.slice(at..at + b.length as usize);
+                    if let Some(done) = session.on_server_block(*b, &bytes) {
+                        session.verify(done).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(piece, error = %e, "VoD server fetch failed");
+                session.release(SERVER_KEY, run.iter().copied());
+            }
+        }
+    }
+    // Whatever happened, the piece is the server's no longer: if it is still
+    // missing (a failed fetch or a failed hash), the next tick claims it again.
+    lock(&plan.claimed).remove(&piece);
+}
+
+/// Splits blocks (sorted by offset) into runs without gaps.
+fn contiguous_runs(blocks: &[BlockRef]) -> Vec<&[BlockRef]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=blocks.len() {
+        if i == blocks.len() || blocks[i].offset != blocks[i - 1].offset + blocks[i - 1].length {
+            if start < i {
+                runs.push(&blocks[start..i]);
+            }
+            start = i;
+        }
+    }
+    runs
+}
+
+/// How to stream one torrent.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Playback rate, bytes per second.
+    pub rate: f64,
+    pub delay: f64,
+    pub prefetch: f64,
+    /// The VoD server: the torrent's first url-list entry when `None`.
+    pub server: Option<String>,
+    /// Where the movie is written.
+    pub output: std::path::PathBuf,
+    pub policy: Policy,
+    pub config: crate::session::SessionConfig,
+}
+
+/// A stream in progress: the session and the ledger, for progress displays.
+pub struct Stream {
+    pub session: Arc<Session>,
+    pub plan: Arc<StreamPlan>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    task: tokio::task::JoinHandle<Result<Report, String>>,
+}
+
+impl Stream {
+    /// Starts streaming a single-file torrent into `opts.output` on `client`.
+    pub async fn start(client: &crate::client::Client, meta: &crate::metainfo::Metainfo, opts: &StreamOptions, peers: Vec<std::net::SocketAddr>) -> anyhow::Result<Stream> {
+        anyhow::ensure!(meta.files.len() == 1, "streaming needs a single-file torrent; {} has {} files", meta.name, meta.files.len());
+        anyhow::ensure!(opts.rate > 0.0 && opts.rate.is_finite(), "the playback rate must be positive");
+        let file_name = opts.output.file_name().ok_or_else(|| anyhow::anyhow!("{} is not a file name", opts.output.display()))?;
+        let root = match opts.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        // The same torrent (same info-hash), written under the name the user chose.
+        let mut meta = meta.clone();
+        meta.files[0].path = std::path::PathBuf::from(file_name);
+        let server_url = opts.server.clone().or_else(|| meta.web_seeds.first().cloned());
+        let server = match &server_url {
+            Some(url) => Some(WebSeed::new(url, Some(client.shared.bind))?),
+            None => None,
+        };
+        let session = Session::start(client.shared.clone(), Arc::new(meta), &root, crate::storage::OpenMode::Create, opts.config.clone(), peers).await?;
+        let playback = Playback::new(opts.rate, opts.delay, opts.prefetch, session.meta.total_length);
+        let plan = Arc::new(StreamPlan::new(playback.clone(), opts.policy.clone(), session.meta.piece_length));
+        let lengths = (0..session.meta.piece_count()).map(|i| u64::from(session.meta.piece_len(i))).collect();
+        let opening = playback.required_bytes(playback.delay).max(1);
+        let ledger = Arc::new(Mutex::new(Ledger::new(plan.deadlines.clone(), lengths, opening)));
+        session.set_stream_plan(plan.clone());
+        let task = tokio::spawn(run(session.clone(), plan.clone(), server, ledger.clone()));
+        Ok(Stream { session, plan, ledger, task })
+    }
+
+    /// The ledger's figures now.
+    pub fn report(&self) -> Report {
+        lock(&self.ledger).report(self.session.started.elapsed().as_secs_f64())
+    }
+
+    /// Waits until every piece is verified.
+    pub async fn finish(self) -> anyhow::Result<Report> {
+        let report = self.task.await.map_err(|e| anyhow::anyhow!("stream task failed: {e}"))?.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_at_gaps() {
+        let b = |offset| BlockRef { piece: 0, offset, length: 16384 };
+        let blocks = [b(0), b(16384), b(49152), b(65536)];
+        let runs = contiguous_runs(&blocks);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].len(), 2);
+        assert_eq!(runs[1][0].offset, 49152);
+        assert!(contiguous_runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn piece_deadlines_follow_the_last_byte() {
+        let p = Playback::new(1000.0, 6.0, 2.0, 2500);
+        let d = piece_deadlines(&p, 1000);
+        assert_eq!(d.len(), 3);
+        assert!((d[0] - (4.0 + 0.999)).abs() < 1e-9);
+        assert!((d[2] - (4.0 + 2.499)).abs() < 1e-9);
+    }
+}

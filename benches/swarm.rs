@@ -93,15 +93,7 @@ fn main() {
     let content_dir = tmp.path().join("content");
     std::fs::create_dir_all(&content_dir).unwrap();
     let content = content_dir.join("payload.bin");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let data: Vec<u8> = (0..o.file)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = ccfd_bt::world::pseudo_random_bytes(o.file as usize, 1);
     std::fs::write(&content, &data).unwrap();
     let torrent = tmp.path().join("payload.torrent");
     let opts = CreateOptions { piece_length: metainfo::default_piece_length(o.file), trackers: Vec::new(), web_seeds: Vec::new() };
@@ -122,7 +114,9 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         row(n, "ccfd-bt (super-seed)", &ccfd_swarm(&dir, &content, n, o.rate, k as u8));
         if o.libtorrent {
-            for (super_seed, name, subnet) in [(false, "libtorrent", 100 + 2 * k as u8), (true, "libtorrent (super-seed)", 101 + 2 * k as u8)] {
+            for (super_seed, name, subnet) in
+                [(false, "libtorrent", 100 + 2 * k as u8), (true, "libtorrent (super-seed)", 101 + 2 * k as u8)]
+            {
                 let work = dir.join(format!("lt-{subnet}"));
                 match libtorrent_swarm(&torrent, &content, &work, n, o.rate, subnet, super_seed) {
                     Some(r) => row(n, name, &r),

@@ -11,23 +11,13 @@ import sys
 import time
 
 import libtorrent as lt
+from lt_common import loopback_session
 
 
 def main():
     mode, torrent, save, ip, port = sys.argv[1:6]
     peers = sys.argv[6:]
-    session = lt.session({
-        "listen_interfaces": f"{ip}:{port}",
-        "outgoing_interfaces": ip,
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": 0,
-    })
+    session = loopback_session(ip, int(port))
     handle = session.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save})
     for peer in peers:
         host, p = peer.rsplit(":", 1)

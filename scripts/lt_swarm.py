@@ -14,22 +14,11 @@ import sys
 import time
 
 import libtorrent as lt
+from lt_common import loopback_session
 
 
 def session(ip, rate):
-    s = lt.session({
-        "listen_interfaces": f"{ip}:6881",
-        "outgoing_interfaces": ip,
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "upload_rate_limit": rate,
-        "alert_mask": 0,
-    })
+    s = loopback_session(ip, upload_rate_limit=rate)
     # Loopback peers are "local" and exempt from rate limits unless every
     # address is put in the global peer class.
     f = lt.ip_filter()

@@ -22,7 +22,14 @@ mod stream_cli;
 ///
 /// Without a subcommand it streams a movie: `ccfd-bt --rate 60 --delay 6 --prefetch 2 movie.torrent`.
 #[derive(Parser)]
-#[command(name = "ccfd-bt", version, about, propagate_version = true, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "ccfd-bt",
+    version,
+    about,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -61,6 +61,17 @@ pub enum BlockOutcome {
     Unwanted,
 }
 
+/// A streaming pick: which pieces come first, which may be requested twice,
+/// and which the usual policy must leave alone.
+pub struct PickPlan<'a> {
+    /// Pieces to request blocks of, in this order.
+    pub urgent: &'a [u32],
+    /// Pieces whose in-flight blocks may be requested from a second peer.
+    pub duplicate: &'a [u32],
+    /// Pieces reserved for the deadline planner or the server.
+    pub skip: &'a dyn Fn(u32) -> bool,
+}
+
 /// The download plan of one torrent.
 #[derive(Debug)]
 pub struct Picker {
@@ -176,13 +187,11 @@ impl Picker {
         peer: PeerKey,
         peer_has: &Bitfield,
         max: usize,
-        urgent: &[u32],
-        duplicate: &[u32],
-        skip: &dyn Fn(u32) -> bool,
+        plan: &PickPlan<'_>,
         rng: &mut impl Rng,
     ) -> Vec<BlockRef> {
         let mut out = Vec::new();
-        for &piece in urgent {
+        for &piece in plan.urgent {
             if out.len() >= max || !peer_has.get(piece) {
                 continue;
             }
@@ -191,16 +200,24 @@ impl Picker {
             }
             self.take_missing(peer, piece, max, &mut out);
         }
-        for &piece in duplicate {
+        for &piece in plan.duplicate {
             if out.len() < max && peer_has.get(piece) {
                 self.take_second_requests(peer, piece, max, &mut out);
             }
         }
-        self.pick_usual(peer, peer_has, max, skip, rng, &mut out);
+        self.pick_usual(peer, peer_has, max, plan.skip, rng, &mut out);
         out
     }
 
-    fn pick_usual(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, skip: &dyn Fn(u32) -> bool, rng: &mut impl Rng, out: &mut Vec<BlockRef>) {
+    fn pick_usual(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        max: usize,
+        skip: &dyn Fn(u32) -> bool,
+        rng: &mut impl Rng,
+        out: &mut Vec<BlockRef>,
+    ) {
         self.pick_in_active(peer, peer_has, max, skip, out);
         while out.len() < max {
             let Some(piece) = self.choose_new_piece(peer_has, skip, rng) else {

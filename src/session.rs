@@ -30,9 +30,9 @@ use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::storage::{OpenMode, Storage, StorageError};
 use crate::streaming::{self, StreamPlan, SERVER_KEY};
 use crate::superseed::SuperSeed;
-use ccfd_vod::plan::PeerView;
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_vod::plan::PeerView;
 
 /// Tunables of one session; tests shorten the timeouts.
 #[derive(Debug, Clone)]
@@ -427,6 +427,11 @@ impl Session {
         }
     }
 
+    /// Bytes that arrived twice or unasked (endgame and duplicate requests).
+    pub fn snapshot_wasted(&self) -> u64 {
+        lock(&self.state).wasted
+    }
+
     /// Our verified pieces, for the bitfield message.
     pub fn have(&self) -> Bitfield {
         lock(&self.state).picker.have().clone()
@@ -625,7 +630,14 @@ impl Session {
     }
 
     /// Stores a block from a peer (`from`) or the server (`None`).
-    fn accept_block(&self, s: &mut SwarmState, key: PeerKey, from: Option<SocketAddr>, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+    fn accept_block(
+        &self,
+        s: &mut SwarmState,
+        key: PeerKey,
+        from: Option<SocketAddr>,
+        block: BlockRef,
+        data: &Bytes,
+    ) -> Option<CompletedPiece> {
         match s.picker.block_received(key, block) {
             BlockOutcome::Unwanted => {
                 s.wasted += u64::from(block.length);

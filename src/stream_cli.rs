@@ -11,7 +11,7 @@ use anyhow::Context;
 use ccfd_bt::client::{Client, ClientConfig};
 use ccfd_bt::metainfo::Metainfo;
 use ccfd_bt::session::{SessionConfig, Snapshot};
-use ccfd_bt::streaming::{Stream, StreamOptions};
+use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
 use ccfd_vod::plan::Policy;
 use ccfd_vod::Report;
@@ -33,18 +33,34 @@ pub async fn stream_command(args: StreamArgs) -> anyhow::Result<ExitCode> {
         ..ClientConfig::default()
     })
     .await?;
-    let opts = options(&args.playback, args.vod_server, output.clone(), SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() });
+    let opts =
+        options(&args.playback, args.vod_server, output.clone(), SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() });
     let code = run_stream(&client, &meta, &opts, net.peers, net.json).await;
     client.shutdown();
     code
 }
 
 fn options(p: &PlaybackArgs, server: Option<String>, output: PathBuf, config: SessionConfig) -> StreamOptions {
-    StreamOptions { rate: p.rate * 1000.0, delay: p.delay, prefetch: p.prefetch, server, output, policy: Policy::default(), config }
+    StreamOptions {
+        rate: p.rate * 1000.0,
+        delay: p.delay,
+        prefetch: p.prefetch,
+        server,
+        output,
+        policy: Policy::default(),
+        mode: PickMode::Deadline,
+        config,
+    }
 }
 
 /// Streams, printing a progress line each second on stderr, then the report.
-async fn run_stream(client: &Client, meta: &Metainfo, opts: &StreamOptions, peers: Vec<std::net::SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
+async fn run_stream(
+    client: &Client,
+    meta: &Metainfo,
+    opts: &StreamOptions,
+    peers: Vec<std::net::SocketAddr>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let stream = Stream::start(client, meta, opts, peers).await?;
     let session = stream.session.clone();
     let show = !json && std::io::stderr().is_terminal();
@@ -117,7 +133,13 @@ fn print_report(meta: &Metainfo, opts: &StreamOptions, r: &Report, snap: &Snapsh
         return;
     }
     eprintln!("stream of {} complete: {} bytes in {:.1} s", meta.name, r.total_bytes, snap.seconds_to_complete.unwrap_or(0.0));
-    eprintln!("  VoD server: {} bytes ({:.1}% of the movie), {} of {} pieces missed by the swarm", r.server_bytes, 100.0 * r.server_share, r.missed_pieces, r.pieces);
+    eprintln!(
+        "  VoD server: {} bytes ({:.1}% of the movie), {} of {} pieces missed by the swarm",
+        r.server_bytes,
+        100.0 * r.server_share,
+        r.missed_pieces,
+        r.pieces
+    );
     eprintln!("  continuity index {:.3}, stalls {} ({:.1} s)", r.continuity, r.stalls, r.stall_seconds);
     match r.startup_seconds {
         Some(t) => eprintln!("  opening ready at {t:.2} s (playback starts at {delay:.1} s)"),
@@ -145,7 +167,10 @@ pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
         Some(m) => std::fs::canonicalize(m).with_context(|| format!("cannot read {}", m.display()))?,
         None => generate_movie(&dir, args.size_kb * 1000, args.seed)?,
     };
-    anyhow::ensure!(args.piece_kib.is_power_of_two() && (16..=4096).contains(&args.piece_kib), "--piece-kib must be a power of two from 16 to 4096");
+    anyhow::ensure!(
+        args.piece_kib.is_power_of_two() && (16..=4096).contains(&args.piece_kib),
+        "--piece-kib must be a power of two from 16 to 4096"
+    );
     let config = VodWorldConfig {
         peers: args.peers,
         upload: (args.upload * 1000.0) as u64,
@@ -176,15 +201,7 @@ pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
 /// A stand-in movie of `len` pseudo-random bytes (seeded).
 fn generate_movie(dir: &Path, len: u64, seed: u64) -> anyhow::Result<PathBuf> {
     let path = dir.join("movie.bin");
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = ccfd_bt::world::pseudo_random_bytes(len as usize, seed);
     std::fs::write(&path, data)?;
     Ok(path)
 }

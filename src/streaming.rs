@@ -18,7 +18,7 @@ use rand::Rng;
 
 use crate::bitfield::Bitfield;
 use crate::client::lock;
-use crate::picker::{PeerKey, PieceState, Picker};
+use crate::picker::{PeerKey, PickPlan, Picker, PieceState};
 use crate::session::Session;
 use crate::webseed::WebSeed;
 use crate::wire::BlockRef;
@@ -30,11 +30,24 @@ const TICK: Duration = Duration::from_millis(50);
 /// Attempts at one piece from the server before giving up on the stream.
 const MAX_SERVER_ATTEMPTS: u32 = 3;
 
+/// How peers' requests are chosen while streaming (the baselines exist
+/// for the benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickMode {
+    /// Earliest deadline first with feasibility triage (`ccfd_vod::plan`).
+    Deadline,
+    /// The plain picker: rarest-first, ignoring deadlines.
+    RarestFirst,
+    /// Pieces in file order.
+    Sequential,
+}
+
 /// What the session's picker consults while streaming.
 #[derive(Debug)]
 pub struct StreamPlan {
     pub playback: Playback,
     pub policy: Policy,
+    pub mode: PickMode,
     /// Deadline of each piece, seconds since the session started.
     pub deadlines: Vec<f64>,
     /// Measured server latency and rate (for the fallback moment).
@@ -51,11 +64,12 @@ pub struct ServerEstimate {
 }
 
 impl StreamPlan {
-    pub fn new(playback: Playback, policy: Policy, piece_length: u64) -> StreamPlan {
+    pub fn new(playback: Playback, policy: Policy, mode: PickMode, piece_length: u64) -> StreamPlan {
         let deadlines = piece_deadlines(&playback, piece_length);
         StreamPlan {
             playback,
             policy,
+            mode,
             deadlines,
             server: Mutex::new(ServerEstimate { latency: 0.1, rate: 1_000_000.0 }),
             claimed: Mutex::new(HashSet::new()),
@@ -89,6 +103,20 @@ pub fn pick(
     rng: &mut impl Rng,
 ) -> Vec<BlockRef> {
     let claimed = lock(&plan.claimed).clone();
+    match plan.mode {
+        PickMode::Deadline => {}
+        PickMode::RarestFirst => {
+            let plan = PickPlan { urgent: &[], duplicate: &[], skip: &|i| claimed.contains(&i) };
+            return picker.pick_planned(key, has, max, &plan, rng);
+        }
+        PickMode::Sequential => {
+            let order: Vec<u32> = (0..plan.deadlines.len() as u32)
+                .filter(|&i| !claimed.contains(&i) && matches!(picker.state(i), Some(PieceState::Missing | PieceState::Active)))
+                .collect();
+            let plan = PickPlan { urgent: &order, duplicate: &[], skip: &|i| claimed.contains(&i) };
+            return picker.pick_planned(key, has, max, &plan, rng);
+        }
+    }
     let horizon = now + plan.policy.horizon;
     let mut pieces: Vec<PieceView> = plan
         .deadlines
@@ -106,14 +134,21 @@ pub fn pick(
     pieces.sort_by(|a, b| a.deadline.total_cmp(&b.deadline));
     let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
     let reserved = |i: u32| plan.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
-    picker.pick_planned(key, has, max, &peer_plan.urgent, &peer_plan.duplicate, &reserved, rng)
+    let order: Vec<u32> = peer_plan.urgent.iter().chain(&peer_plan.long_shots).copied().collect();
+    picker.pick_planned(key, has, max, &PickPlan { urgent: &order, duplicate: &peer_plan.duplicate, skip: &reserved }, rng)
 }
 
 /// Streams until every piece is verified; returns the ledger's report.
 /// `server` is the VoD server; without one, pieces the swarm misses are late.
-pub async fn run(session: Arc<Session>, plan: Arc<StreamPlan>, server: Option<WebSeed>, ledger: Arc<Mutex<Ledger>>) -> Result<Report, String> {
+pub async fn run(
+    session: Arc<Session>,
+    plan: Arc<StreamPlan>,
+    server: Option<WebSeed>,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Result<Report, String> {
     let mut seen = Bitfield::new(session.meta.piece_count());
     let mut attempts = vec![0u32; seen.len() as usize];
+    let mut wasted = 0;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -125,6 +160,9 @@ pub async fn run(session: Arc<Session>, plan: Arc<StreamPlan>, server: Option<We
         let have = session.have();
         {
             let mut l = lock(&ledger);
+            let now_wasted = session.snapshot_wasted();
+            l.duplicate(now_wasted - wasted);
+            wasted = now_wasted;
             for p in have.ones() {
                 if seen.set(p) {
                     l.arrived(p, now);
@@ -156,7 +194,14 @@ pub async fn run(session: Arc<Session>, plan: Arc<StreamPlan>, server: Option<We
 
 /// Fetches the claimed blocks of one piece from the server (contiguous runs
 /// in one range request each) and hands them to the session.
-async fn fetch_piece(session: Arc<Session>, plan: Arc<StreamPlan>, server: WebSeed, ledger: Arc<Mutex<Ledger>>, piece: u32, blocks: Vec<BlockRef>) {
+async fn fetch_piece(
+    session: Arc<Session>,
+    plan: Arc<StreamPlan>,
+    server: WebSeed,
+    ledger: Arc<Mutex<Ledger>>,
+    piece: u32,
+    blocks: Vec<BlockRef>,
+) {
     let base = u64::from(piece) * session.meta.piece_length;
     for run in contiguous_runs(&blocks) {
         let (first, last) = (run[0], run[run.len() - 1]);
@@ -218,6 +263,7 @@ pub struct StreamOptions {
     /// Where the movie is written.
     pub output: std::path::PathBuf,
     pub policy: Policy,
+    pub mode: PickMode,
     pub config: crate::session::SessionConfig,
 }
 
@@ -231,7 +277,12 @@ pub struct Stream {
 
 impl Stream {
     /// Starts streaming a single-file torrent into `opts.output` on `client`.
-    pub async fn start(client: &crate::client::Client, meta: &crate::metainfo::Metainfo, opts: &StreamOptions, peers: Vec<std::net::SocketAddr>) -> anyhow::Result<Stream> {
+    pub async fn start(
+        client: &crate::client::Client,
+        meta: &crate::metainfo::Metainfo,
+        opts: &StreamOptions,
+        peers: Vec<std::net::SocketAddr>,
+    ) -> anyhow::Result<Stream> {
         anyhow::ensure!(meta.files.len() == 1, "streaming needs a single-file torrent; {} has {} files", meta.name, meta.files.len());
         anyhow::ensure!(opts.rate > 0.0 && opts.rate.is_finite(), "the playback rate must be positive");
         let file_name = opts.output.file_name().ok_or_else(|| anyhow::anyhow!("{} is not a file name", opts.output.display()))?;
@@ -247,9 +298,11 @@ impl Stream {
             Some(url) => Some(WebSeed::new(url, Some(client.shared.bind))?),
             None => None,
         };
-        let session = Session::start(client.shared.clone(), Arc::new(meta), &root, crate::storage::OpenMode::Create, opts.config.clone(), peers).await?;
+        let session =
+            Session::start(client.shared.clone(), Arc::new(meta), &root, crate::storage::OpenMode::Create, opts.config.clone(), peers)
+                .await?;
         let playback = Playback::new(opts.rate, opts.delay, opts.prefetch, session.meta.total_length);
-        let plan = Arc::new(StreamPlan::new(playback.clone(), opts.policy.clone(), session.meta.piece_length));
+        let plan = Arc::new(StreamPlan::new(playback.clone(), opts.policy.clone(), opts.mode, session.meta.piece_length));
         let lengths = (0..session.meta.piece_count()).map(|i| u64::from(session.meta.piece_len(i))).collect();
         let opening = playback.required_bytes(playback.delay).max(1);
         let ledger = Arc::new(Mutex::new(Ledger::new(plan.deadlines.clone(), lengths, opening)));

@@ -19,15 +19,7 @@ fn kbps(kb: u64) -> Option<u64> {
 }
 
 fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    ccfd_bt::world::pseudo_random_bytes(len, seed)
 }
 
 /// A file of `len` bytes in a fresh folder.

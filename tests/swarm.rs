@@ -14,15 +14,7 @@ use ccfd_bt::storage::OpenMode;
 use ccfd_bt::world::{Faults, World};
 
 fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    ccfd_bt::world::pseudo_random_bytes(len, seed)
 }
 
 fn ip(b: u8, host: u8) -> IpAddr {

@@ -23,6 +23,20 @@ use crate::api::{ApiError, Peer, PeerOptions};
 use crate::ratelimit::RateLimiter;
 use crate::tracker::registry::Limits;
 
+/// Deterministic pseudo-random bytes (xorshift64): stand-in movies and
+/// payloads that reproduce from their seed.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A tracker and the address plan of one swarm.
 pub struct World {
     /// Taken on drop, to shut down without blocking (a world may be dropped in async code).

@@ -78,7 +78,8 @@ impl VodWorld {
         let tracker = crate::tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone()).await?;
         let announce = tracker.announce_url().unwrap_or_default();
         let movie_dir = movie.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let name = movie.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow::anyhow!("{} has no usable file name", movie.display()))?;
+        let name =
+            movie.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow::anyhow!("{} has no usable file name", movie.display()))?;
         let server = VodServer::start(tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await?, movie_dir, shutdown.clone())?;
         let opts = CreateOptions { piece_length: config.piece_length, trackers: vec![announce.clone()], web_seeds: vec![server.url(name)] };
         let bytes = metainfo::create(movie, &opts)?;
@@ -144,20 +145,26 @@ struct WorldPeer {
 
 impl WorldPeer {
     async fn run(mut self, shutdown: CancellationToken) {
-        let client = match Client::start(ClientConfig { bind: self.ip, port: 0, upload_rate: Some(self.config.upload), ..ClientConfig::default() }).await {
-            Ok(c) => c,
-            Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start"),
-        };
+        let client =
+            match Client::start(ClientConfig { bind: self.ip, port: 0, upload_rate: Some(self.config.upload), ..ClientConfig::default() })
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start"),
+            };
         loop {
             let fraction = if self.permanent { 1.0 } else { self.rng.random::<f64>() };
             if let Err(e) = self.prepare(fraction) {
                 return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot write its data");
             }
             let mode = OpenMode::Existing;
-            let session = match Session::start(client.shared.clone(), self.meta.clone(), &self.dir, mode, self.config.session.clone(), Vec::new()).await {
-                Ok(s) => s,
-                Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start its session"),
-            };
+            let session =
+                match Session::start(client.shared.clone(), self.meta.clone(), &self.dir, mode, self.config.session.clone(), Vec::new())
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start its session"),
+                };
             tracing::info!(ip = %self.ip, fraction, "world peer (re)joined");
             let mut done = session.subscribe_complete();
             tokio::select! {

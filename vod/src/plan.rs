@@ -5,9 +5,12 @@
 //! the peer already owes us (queued bytes / measured rate). A piece that can
 //! make its server cut-off from this peer is urgent; one predicted late by
 //! less than `duplicate_margin` may be requested a second time from this
-//! peer (the first copy cancels the other); anything later is lost to the
-//! VoD server and gets no peer bandwidth. Beyond the horizon the engine's
-//! rarest-first picker runs, so we stay a good trading partner.
+//! peer (the first copy cancels the other). A piece predicted to miss its
+//! cut-off is a long shot: it is asked for only after every feasible piece,
+//! because whatever part of it arrives before the cut-off is a part the
+//! server need not send (the fallback fetches missing blocks only). Beyond
+//! the horizon the engine's rarest-first picker runs, so we stay a good
+//! trading partner.
 
 /// Tunables of the policy.
 #[derive(Debug, Clone)]
@@ -56,6 +59,9 @@ pub struct PeerPlan {
     pub urgent: Vec<u32>,
     /// Pieces predicted slightly late: request their in-flight blocks again here.
     pub duplicate: Vec<u32>,
+    /// Pieces predicted to miss their cut-off from this peer, earliest first:
+    /// worth asking for only after the urgent ones.
+    pub long_shots: Vec<u32>,
 }
 
 /// The moment the server must be asked for a piece's missing bytes: its
@@ -92,8 +98,9 @@ impl Policy {
                 queued += piece.remaining as f64;
             } else if piece.requested && finish <= cutoff + self.duplicate_margin {
                 plan.duplicate.push(piece.index);
+            } else if now < cutoff {
+                plan.long_shots.push(piece.index);
             }
-            // Otherwise lost for this peer: its bandwidth goes to pieces it can save.
         }
         plan
     }
@@ -124,6 +131,10 @@ mod tests {
         let plan = policy.plan_for_peer(0.0, &pieces, &peer, |_| true, |p| p.deadline);
         assert_eq!(plan.urgent, vec![1, 2], "piece 4 is beyond the horizon");
         assert!(plan.duplicate.is_empty());
+        assert_eq!(plan.long_shots, vec![0, 3], "worth a try after the feasible ones");
+        // Once a piece's cut-off has passed it is the server's alone.
+        let later = policy.plan_for_peer(1.0, &pieces, &peer, |_| true, |p| p.deadline);
+        assert!(!later.long_shots.contains(&0));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! VoD server bytes: our deadline picker against rarest-first and
+//! sequential, each streaming in the same seeded worlds.
+//!
+//! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
+//!
+//! Every world (seed k) is rebuilt for every client, so each starts from the
+//! same saved fractions. Prints the mean share of the movie taken from the
+//! VoD server with a 95% interval, missed pieces, continuity and stalls.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::session::SessionConfig;
+use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
+use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
+use ccfd_vod::plan::Policy;
+use ccfd_vod::Report;
+
+struct Options {
+    worlds: u64,
+    size: usize,
+    rate: f64,
+    delay: f64,
+    prefetch: f64,
+    peers: usize,
+    upload: u64,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options { worlds: 10, size: 6_000_000, rate: 60_000.0, delay: 6.0, prefetch: 2.0, peers: 10, upload: 70_000 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = || args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{a} needs a number"));
+        match a.as_str() {
+            "--worlds" => o.worlds = num() as u64,
+            "--size-kb" => o.size = (num() * 1000.0) as usize,
+            "--rate" => o.rate = num() * 1000.0,
+            "--delay" => o.delay = num(),
+            "--prefetch" => o.prefetch = num(),
+            "--peers" => o.peers = num() as usize,
+            "--upload" => o.upload = (num() * 1000.0) as u64,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMode, net: [u8; 2]) -> Report {
+    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, ..VodWorldConfig::default() };
+    let world = VodWorld::start(movie, dir, config).await.expect("world");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let client = Client::start(ClientConfig { bind: world.client_ip(0), port: 0, ..ClientConfig::default() }).await.expect("client");
+    let out = dir.join("out.bin");
+    let opts = StreamOptions {
+        rate: o.rate,
+        delay: o.delay,
+        prefetch: o.prefetch,
+        server: None,
+        output: out,
+        policy: Policy::default(),
+        mode,
+        config: SessionConfig::default(),
+    };
+    let stream = Stream::start(&client, &world.meta, &opts, Vec::new()).await.expect("stream");
+    let report = stream.finish().await.expect("stream finished");
+    client.shutdown();
+    world.stop();
+    report
+}
+
+/// python3-libtorrent streaming in the same world (`scripts/lt_vod.py`):
+/// server share and pieces taken whole from the server (fallback mode).
+async fn libtorrent_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: &str, net: [u8; 2]) -> Option<(f64, f64)> {
+    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, ..VodWorldConfig::default() };
+    let world = VodWorld::start(movie, dir, config).await.ok()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ip = world.client_ip(1);
+    let save = dir.join("lt");
+    std::fs::create_dir_all(&save).ok()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lt_vod.py");
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.arg(script).arg(&world.torrent_path).arg(&save).arg(ip.to_string());
+    cmd.arg(o.rate.to_string()).arg(o.delay.to_string()).arg(o.prefetch.to_string()).arg(mode);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.ok()?.ok()?;
+    world.stop();
+    if !out.status.success() {
+        eprintln!("libtorrent ({mode}) failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    // The fallback fetches come from the script's own HTTP client, not from ip: it counts them.
+    let served = world.server.served_to(ip).max(v["server_bytes"].as_u64().unwrap_or(0));
+    let share = served as f64 / o.size as f64;
+    Some((share, v["pieces_from_server"].as_f64().unwrap_or(f64::NAN)))
+}
+
+fn mean_ci(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if n > 1.0 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, 1.96 * (var / n).sqrt())
+}
+
+fn main() {
+    let o = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let tmp = tempfile::Builder::new().prefix("ccfd-vod-bench-").tempdir().expect("temp dir");
+    let movie = tmp.path().join("movie.bin");
+    let data = ccfd_bt::world::pseudo_random_bytes(o.size, 7);
+    std::fs::write(&movie, data).unwrap();
+    println!(
+        "movie {} kB, R = {} kB/s, D = {} s, P = {} s, {} world peers at {} kB/s + 1 permanent seed, {} worlds",
+        o.size / 1000,
+        o.rate / 1000.0,
+        o.delay,
+        o.prefetch,
+        o.peers,
+        o.upload / 1000,
+        o.worlds
+    );
+    println!("{:<14} {:>20} {:>16} {:>12} {:>8}", "client", "server share (95%)", "missed pieces", "continuity", "stalls");
+    let modes = [(PickMode::Deadline, "ccfd deadline"), (PickMode::RarestFirst, "rarest-first"), (PickMode::Sequential, "sequential")];
+    for (m, (mode, name)) in modes.into_iter().enumerate() {
+        let mut share = Vec::new();
+        let mut missed = Vec::new();
+        let mut continuity = Vec::new();
+        let mut stalls = 0;
+        for k in 0..o.worlds {
+            let dir = tmp.path().join(format!("{name}-{k}").replace(' ', "-"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let r = rt.block_on(one_run(&o, &movie, &dir, k + 1, mode, [73, (m as u64 * o.worlds + k) as u8]));
+            share.push(r.server_share);
+            missed.push(f64::from(r.missed_pieces));
+            continuity.push(r.continuity);
+            stalls += r.stalls;
+        }
+        let (s, ci) = mean_ci(&share);
+        let (mp, _) = mean_ci(&missed);
+        let (c, _) = mean_ci(&continuity);
+        println!("{name:<14} {:>12.1}% ± {:>4.1} {mp:>16.1} {c:>12.3} {stalls:>8}", 100.0 * s, 100.0 * ci);
+    }
+    for (m, (mode, name)) in [("webseed", "lt (a) webseed"), ("fallback", "lt (b) rule")].into_iter().enumerate() {
+        let mut share = Vec::new();
+        let mut missed = Vec::new();
+        for k in 0..o.worlds {
+            let dir = tmp.path().join(format!("lt-{mode}-{k}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let net = [74, (m as u64 * o.worlds + k) as u8];
+            match rt.block_on(libtorrent_run(&o, &movie, &dir, k + 1, mode, net)) {
+                Some((s, p)) => {
+                    share.push(s);
+                    missed.push(p);
+                }
+                None => break,
+            }
+        }
+        if share.is_empty() {
+            println!("{name:<14} (not run: python3-libtorrent missing or failed)");
+            continue;
+        }
+        let (s, ci) = mean_ci(&share);
+        let (mp, _) = mean_ci(&missed);
+        println!("{name:<14} {:>12.1}% ± {:>4.1} {mp:>16.1} {:>12} {:>8}", 100.0 * s, 100.0 * ci, "-", "-");
+    }
+}

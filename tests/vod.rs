@@ -81,19 +81,23 @@ fn the_command_line_streams_from_nginx_as_the_vod_server() {
     let www = tmp.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     let path = movie(&www, 300_000);
-    let port = 18080;
+    // A free port on our own address (nothing else listens on 127.72.x.1).
+    let port = std::net::TcpListener::bind(net.addr(1, 0)).unwrap().local_addr().unwrap().port();
     let conf = tmp.path().join("nginx.conf");
+    let scratch = tmp.path().join("nginx-tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // One process (no workers that outlive a killed master), running as us.
     std::fs::write(
         &conf,
         format!(
-            "daemon off; pid {pid}; error_log {err}; events {{}}\n\
+            "daemon off; master_process off; pid {pid}; error_log {err}; events {{}}\n\
              http {{ access_log off; server {{ listen {ip}:{port}; root {root}; }} \
              client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp}; }}\n",
             pid = tmp.path().join("nginx.pid").display(),
             err = tmp.path().join("nginx.err").display(),
             ip = net.ip(1),
             root = www.display(),
-            tmp = tmp.path().display(),
+            tmp = scratch.display(),
         ),
     )
     .unwrap();

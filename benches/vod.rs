@@ -2,6 +2,7 @@
 //! sequential, each streaming in the same seeded worlds.
 //!
 //! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
+//! `  [--clients deadline,rarest,sequential,lt-a,lt-b] [--horizon 60] [--prior-kbps 60]`
 //!
 //! Every world (seed k) is rebuilt for every client, so each starts from the
 //! same saved fractions. Prints the mean share of the movie taken from the
@@ -25,12 +26,30 @@ struct Options {
     prefetch: f64,
     peers: usize,
     upload: u64,
+    /// Which clients to run (by name: deadline, rarest, sequential, lt-a, lt-b).
+    clients: Vec<String>,
+    policy: Policy,
 }
 
 fn parse_args() -> Options {
-    let mut o = Options { worlds: 10, size: 6_000_000, rate: 60_000.0, delay: 6.0, prefetch: 2.0, peers: 10, upload: 70_000 };
+    let clients = ["deadline", "rarest", "sequential", "lt-a", "lt-b"].map(String::from).to_vec();
+    let mut o = Options {
+        worlds: 10,
+        size: 6_000_000,
+        rate: 60_000.0,
+        delay: 6.0,
+        prefetch: 2.0,
+        peers: 10,
+        upload: 70_000,
+        clients,
+        policy: Policy::default(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--clients" {
+            o.clients = args.next().expect("--clients a,b").split(',').map(String::from).collect();
+            continue;
+        }
         let mut num = || args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{a} needs a number"));
         match a.as_str() {
             "--worlds" => o.worlds = num() as u64,
@@ -40,6 +59,8 @@ fn parse_args() -> Options {
             "--prefetch" => o.prefetch = num(),
             "--peers" => o.peers = num() as usize,
             "--upload" => o.upload = (num() * 1000.0) as u64,
+            "--horizon" => o.policy.horizon = num(),
+            "--prior-kbps" => o.policy.prior_rate = num() * 1000.0,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -59,7 +80,7 @@ async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMod
         prefetch: o.prefetch,
         server: None,
         output: out,
-        policy: Policy::default(),
+        policy: o.policy.clone(),
         mode,
         config: SessionConfig::default(),
     };
@@ -121,8 +142,15 @@ fn main() {
         o.worlds
     );
     println!("{:<14} {:>20} {:>16} {:>12} {:>8}", "client", "server share (95%)", "missed pieces", "continuity", "stalls");
-    let modes = [(PickMode::Deadline, "ccfd deadline"), (PickMode::RarestFirst, "rarest-first"), (PickMode::Sequential, "sequential")];
-    for (m, (mode, name)) in modes.into_iter().enumerate() {
+    let modes = [
+        (PickMode::Deadline, "ccfd deadline", "deadline"),
+        (PickMode::RarestFirst, "rarest-first", "rarest"),
+        (PickMode::Sequential, "sequential", "sequential"),
+    ];
+    for (m, (mode, name, key)) in modes.into_iter().enumerate() {
+        if !o.clients.iter().any(|c| c == key) {
+            continue;
+        }
         let mut share = Vec::new();
         let mut missed = Vec::new();
         let mut continuity = Vec::new();
@@ -141,7 +169,10 @@ fn main() {
         let (c, _) = mean_ci(&continuity);
         println!("{name:<14} {:>12.1}% ± {:>4.1} {mp:>16.1} {c:>12.3} {stalls:>8}", 100.0 * s, 100.0 * ci);
     }
-    for (m, (mode, name)) in [("webseed", "lt (a) webseed"), ("fallback", "lt (b) rule")].into_iter().enumerate() {
+    for (m, (mode, name, key)) in [("webseed", "lt (a) webseed", "lt-a"), ("fallback", "lt (b) rule", "lt-b")].into_iter().enumerate() {
+        if !o.clients.iter().any(|c| c == key) {
+            continue;
+        }
         let mut share = Vec::new();
         let mut missed = Vec::new();
         for k in 0..o.worlds {

@@ -27,7 +27,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { horizon: 20.0, prior_rate: 20_000.0, margin: 0.5, duplicate_margin: 1.0 }
+        // Measured in the VoD bench (4 worlds, R = 60 kB/s, 70 kB/s peers): a
+        // 60 s horizon and an optimistic prior took 3.7% of the movie from the
+        // server, against 7.8% with 20 s and 20 kB/s.
+        Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0 }
     }
 }
 

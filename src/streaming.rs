@@ -27,6 +27,8 @@ use crate::wire::BlockRef;
 pub const SERVER_KEY: PeerKey = PeerKey::MAX;
 /// How often the fallback check runs.
 const TICK: Duration = Duration::from_millis(50);
+/// Pieces due further ahead than this are not checked for the fallback yet (seconds).
+const FALLBACK_LOOKAHEAD: f64 = 30.0;
 /// Attempts at one piece from the server before giving up on the stream.
 const MAX_SERVER_ATTEMPTS: u32 = 3;
 
@@ -175,6 +177,10 @@ pub async fn run(
         let Some(server) = &server else { continue };
         for piece in (0..have.len()).filter(|&p| !have.get(p)) {
             let deadline = plan.deadlines[piece as usize];
+            // No server fetch takes this long: later pieces need no look yet.
+            if deadline - now > FALLBACK_LOOKAHEAD {
+                continue;
+            }
             let (remaining, _) = session.piece_progress(piece);
             if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < plan.cutoff(deadline, remaining) {
                 continue;

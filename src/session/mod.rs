@@ -9,6 +9,8 @@
 //! Why a mutex and not an actor: the hot path is one short critical section
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
+mod verify;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -24,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::bitfield::Bitfield;
 use crate::choker::{ChokeInput, Choker, ChokerConfig};
 use crate::client::{lock, ClientShared};
-use crate::hash::{sha1, sha1_batch};
 use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::storage::{OpenMode, Storage, StorageError};
@@ -137,34 +138,6 @@ const VERIFY_LINGER: Duration = Duration::from_millis(3);
 pub struct CompletedPiece {
     piece: u32,
     buf: PieceBuffer,
-}
-
-/// One completed piece on its way through verification.
-struct VerifyJob {
-    /// Released when the job is settled.
-    _permit: OwnedSemaphorePermit,
-    piece: u32,
-    expected: [u8; 20],
-    buf: PieceBuffer,
-    suspects: Option<Vec<SuspectBlock>>,
-    good: bool,
-    /// Per-block SHA-1s, computed only when blame must be assigned.
-    block_hashes: Vec<[u8; 20]>,
-}
-
-/// Hashes a batch of pieces and writes the good ones (blocking).
-fn verify_jobs(storage: &Storage, mut jobs: Vec<VerifyJob>) -> Result<Vec<VerifyJob>, StorageError> {
-    let hashes = sha1_batch(&jobs.iter().map(|j| j.buf.data.as_slice()).collect::<Vec<_>>());
-    for (job, hash) in jobs.iter_mut().zip(hashes) {
-        job.good = hash == job.expected;
-        if !job.good || job.suspects.is_some() {
-            job.block_hashes = job.buf.data.chunks(BLOCK_SIZE as usize).map(sha1).collect();
-        }
-        if job.good {
-            storage.write_piece(job.piece, &job.buf.data)?;
-        }
-    }
-    Ok(jobs)
 }
 
 /// When to try an address again.
@@ -687,114 +660,6 @@ impl Session {
         s.uploaded += bytes;
         if let Some(p) = s.peers.get_mut(&key) {
             p.up_tick += bytes;
-        }
-    }
-
-    /// Hashes completed pieces in batches (whatever queued up while the
-    /// previous batch was hashing, up to the 8 SIMD lanes) and writes the
-    /// good ones, on the blocking pool; then settles each piece.
-    async fn verifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>) {
-        loop {
-            let first = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                next = rx.recv() => match next { Some(x) => x, None => return },
-            };
-            // Linger briefly for a full batch: at high rates the lanes fill
-            // within milliseconds; at low rates the wait is noise.
-            let mut batch = vec![first];
-            let linger = tokio::time::sleep(VERIFY_LINGER);
-            tokio::pin!(linger);
-            while batch.len() < VERIFY_BATCH {
-                tokio::select! {
-                    next = rx.recv() => match next {
-                        Some(x) => batch.push(x),
-                        None => break,
-                    },
-                    _ = &mut linger => break,
-                }
-            }
-            let jobs: Vec<VerifyJob> = {
-                let mut s = lock(&self.state);
-                batch
-                    .into_iter()
-                    .map(|(piece, buf, permit)| VerifyJob {
-                        _permit: permit,
-                        piece,
-                        expected: self.meta.piece_hashes[piece as usize],
-                        suspects: s.suspects.remove(&piece),
-                        buf,
-                        good: false,
-                        block_hashes: Vec::new(),
-                    })
-                    .collect()
-            };
-            let storage = self.storage.clone();
-            let done = tokio::task::spawn_blocking(move || verify_jobs(&storage, jobs)).await;
-            let mut s = lock(&self.state);
-            match done {
-                Ok(Ok(jobs)) => {
-                    for job in jobs {
-                        self.settle(&mut s, job);
-                    }
-                }
-                Ok(Err(e)) => return self.fail(&mut s, e.to_string()),
-                Err(e) => return self.fail(&mut s, format!("hashing task failed: {e}")),
-            }
-        }
-    }
-
-    /// Applies the outcome of one verification to the swarm state.
-    fn settle(&self, s: &mut SwarmState, job: VerifyJob) {
-        let VerifyJob { piece, buf, good, block_hashes, suspects, .. } = job;
-        let PieceBuffer { data, block_from } = buf;
-        if s.pool.len() < POOL_LIMIT {
-            s.pool.push(data);
-        }
-        if good {
-            s.picker.piece_verified(piece);
-            for (block, ip, hash) in suspects.unwrap_or_default() {
-                if block_hashes.get(block) != Some(&hash) {
-                    tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");
-                    self.ban(s, ip);
-                }
-            }
-            for p in s.peers.values() {
-                let _ = p.tx.send(PeerCommand::Have(piece));
-            }
-            if s.picker.is_complete() {
-                s.completed_at = Some(Instant::now());
-                tracing::info!("download complete");
-                self.complete_tx.send_replace(true);
-            }
-            return;
-        }
-        s.picker.piece_failed(piece);
-        s.piece_failures += 1;
-        let senders: HashSet<IpAddr> = block_from.iter().flatten().copied().collect();
-        tracing::warn!(piece, ?senders, "piece failed its hash check");
-        if senders.len() == 1 {
-            // One sender: it is certainly to blame.
-            for ip in senders {
-                let strikes = s.strikes.entry(ip).or_default();
-                *strikes += 1;
-                if *strikes >= self.config.ban_strikes {
-                    self.ban(s, ip);
-                }
-            }
-        }
-        let mut list = suspects.unwrap_or_default();
-        list.extend(block_from.iter().enumerate().filter_map(|(i, ip)| Some((i, (*ip)?, *block_hashes.get(i)?))));
-        list.truncate(MAX_SUSPECTS_PER_PIECE);
-        s.suspects.insert(piece, list);
-    }
-
-    fn ban(&self, s: &mut SwarmState, ip: IpAddr) {
-        if s.banned.insert(ip) {
-            tracing::warn!(%ip, "banned for sending corrupt data");
-        }
-        s.candidates.retain(|a, _| a.ip() != ip);
-        for p in s.peers.values().filter(|p| p.addr.ip() == ip) {
-            let _ = p.tx.send(PeerCommand::Close);
         }
     }
 

@@ -1,0 +1,154 @@
+//! The verification half of a session: completed pieces are hashed in
+//! batches on the blocking pool, good ones written, and each outcome settled
+//! in the swarm state (have to every peer, or strikes and smart bans).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::{PeerCommand, PieceBuffer, Session, SuspectBlock, SwarmState, MAX_SUSPECTS_PER_PIECE, POOL_LIMIT, VERIFY_BATCH, VERIFY_LINGER};
+use crate::client::lock;
+use crate::hash::{sha1, sha1_batch};
+use crate::storage::{Storage, StorageError};
+use crate::wire::BLOCK_SIZE;
+
+/// One completed piece on its way through verification.
+struct VerifyJob {
+    /// Released when the job is settled.
+    _permit: OwnedSemaphorePermit,
+    piece: u32,
+    expected: [u8; 20],
+    buf: PieceBuffer,
+    suspects: Option<Vec<SuspectBlock>>,
+    good: bool,
+    /// Per-block SHA-1s, computed only when blame must be assigned.
+    block_hashes: Vec<[u8; 20]>,
+}
+
+/// Hashes a batch of pieces and writes the good ones (blocking).
+fn verify_jobs(storage: &Storage, mut jobs: Vec<VerifyJob>) -> Result<Vec<VerifyJob>, StorageError> {
+    let hashes = sha1_batch(&jobs.iter().map(|j| j.buf.data.as_slice()).collect::<Vec<_>>());
+    for (job, hash) in jobs.iter_mut().zip(hashes) {
+        job.good = hash == job.expected;
+        if !job.good || job.suspects.is_some() {
+            job.block_hashes = job.buf.data.chunks(BLOCK_SIZE as usize).map(sha1).collect();
+        }
+        if job.good {
+            storage.write_piece(job.piece, &job.buf.data)?;
+        }
+    }
+    Ok(jobs)
+}
+
+impl Session {
+    /// Hashes completed pieces in batches (whatever queued up while the
+    /// previous batch was hashing, up to the 8 SIMD lanes) and writes the
+    /// good ones, on the blocking pool; then settles each piece.
+    pub(super) async fn verifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>) {
+        loop {
+            let first = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                next = rx.recv() => match next { Some(x) => x, None => return },
+            };
+            // Linger briefly for a full batch: at high rates the lanes fill
+            // within milliseconds; at low rates the wait is noise.
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(VERIFY_LINGER);
+            tokio::pin!(linger);
+            while batch.len() < VERIFY_BATCH {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(x) => batch.push(x),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            let jobs: Vec<VerifyJob> = {
+                let mut s = lock(&self.state);
+                batch
+                    .into_iter()
+                    .map(|(piece, buf, permit)| VerifyJob {
+                        _permit: permit,
+                        piece,
+                        expected: self.meta.piece_hashes[piece as usize],
+                        suspects: s.suspects.remove(&piece),
+                        buf,
+                        good: false,
+                        block_hashes: Vec::new(),
+                    })
+                    .collect()
+            };
+            let storage = self.storage.clone();
+            let done = tokio::task::spawn_blocking(move || verify_jobs(&storage, jobs)).await;
+            let mut s = lock(&self.state);
+            match done {
+                Ok(Ok(jobs)) => {
+                    for job in jobs {
+                        self.settle(&mut s, job);
+                    }
+                }
+                Ok(Err(e)) => return self.fail(&mut s, e.to_string()),
+                Err(e) => return self.fail(&mut s, format!("hashing task failed: {e}")),
+            }
+        }
+    }
+
+    /// Applies the outcome of one verification to the swarm state.
+    fn settle(&self, s: &mut SwarmState, job: VerifyJob) {
+        let VerifyJob { piece, buf, good, block_hashes, suspects, .. } = job;
+        let PieceBuffer { data, block_from } = buf;
+        if s.pool.len() < POOL_LIMIT {
+            s.pool.push(data);
+        }
+        if good {
+            s.picker.piece_verified(piece);
+            for (block, ip, hash) in suspects.unwrap_or_default() {
+                if block_hashes.get(block) != Some(&hash) {
+                    tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");
+                    self.ban(s, ip);
+                }
+            }
+            for p in s.peers.values() {
+                let _ = p.tx.send(PeerCommand::Have(piece));
+            }
+            if s.picker.is_complete() {
+                s.completed_at = Some(Instant::now());
+                tracing::info!("download complete");
+                self.complete_tx.send_replace(true);
+            }
+            return;
+        }
+        s.picker.piece_failed(piece);
+        s.piece_failures += 1;
+        let senders: HashSet<IpAddr> = block_from.iter().flatten().copied().collect();
+        tracing::warn!(piece, ?senders, "piece failed its hash check");
+        if senders.len() == 1 {
+            // One sender: it is certainly to blame.
+            for ip in senders {
+                let strikes = s.strikes.entry(ip).or_default();
+                *strikes += 1;
+                if *strikes >= self.config.ban_strikes {
+                    self.ban(s, ip);
+                }
+            }
+        }
+        let mut list = suspects.unwrap_or_default();
+        list.extend(block_from.iter().enumerate().filter_map(|(i, ip)| Some((i, (*ip)?, *block_hashes.get(i)?))));
+        list.truncate(MAX_SUSPECTS_PER_PIECE);
+        s.suspects.insert(piece, list);
+    }
+
+    fn ban(&self, s: &mut SwarmState, ip: IpAddr) {
+        if s.banned.insert(ip) {
+            tracing::warn!(%ip, "banned for sending corrupt data");
+        }
+        s.candidates.retain(|a, _| a.ip() != ip);
+        for p in s.peers.values().filter(|p| p.addr.ip() == ip) {
+            let _ = p.tx.send(PeerCommand::Close);
+        }
+    }
+}

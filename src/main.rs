@@ -234,6 +234,20 @@ fn parse_non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
+impl NetArgs {
+    /// The client these flags describe.
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            bind: self.bind,
+            port: self.port,
+            upload_rate: self.max_upload_rate,
+            download_rate: self.max_download_rate,
+            max_connections: self.max_connections,
+            ..ClientConfig::default()
+        }
+    }
+}
+
 /// Parses a rate in kB/s into bytes per second.
 fn parse_rate(s: &str) -> Result<u64, String> {
     let kb: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of kB/s"))?;
@@ -364,15 +378,7 @@ enum Source {
 
 /// Downloads and/or seeds one torrent until done (or, when `keep_seeding`, until a signal).
 async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetArgs, keep_seeding: bool) -> anyhow::Result<ExitCode> {
-    let client = Client::start(ClientConfig {
-        bind: net.bind,
-        port: net.port,
-        upload_rate: net.max_upload_rate,
-        download_rate: net.max_download_rate,
-        max_connections: net.max_connections,
-        ..ClientConfig::default()
-    })
-    .await?;
+    let client = Client::start(net.client_config()).await?;
     let meta = match source {
         Source::Torrent(meta) => meta,
         Source::Magnet(magnet, limit) => {

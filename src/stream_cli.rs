@@ -24,15 +24,7 @@ pub async fn stream_command(args: StreamArgs) -> anyhow::Result<ExitCode> {
     let meta = Metainfo::from_file(&torrent).with_context(|| format!("{}", torrent.display()))?;
     let output = args.output.unwrap_or_else(|| meta.files.first().map(|f| f.path.clone()).unwrap_or_else(|| PathBuf::from(&meta.name)));
     let net = args.net;
-    let client = Client::start(ClientConfig {
-        bind: net.bind,
-        port: net.port,
-        upload_rate: net.max_upload_rate,
-        download_rate: net.max_download_rate,
-        max_connections: net.max_connections,
-        ..ClientConfig::default()
-    })
-    .await?;
+    let client = Client::start(net.client_config()).await?;
     let opts =
         options(&args.playback, args.vod_server, output.clone(), SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() });
     let code = run_stream(&client, &meta, &opts, net.peers, net.json).await;

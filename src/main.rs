@@ -16,6 +16,8 @@ use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
 use ccfd_bt::session::{Session, SessionConfig, Snapshot};
 use ccfd_bt::storage::OpenMode;
 
+mod dashboard_feed;
+mod log_sink;
 mod stream_cli;
 
 /// A streaming BitTorrent client. Rates are in kB/s (1 kB = 1000 bytes), times in seconds.
@@ -52,6 +54,8 @@ enum Command {
     Tracker(TrackerArgs),
     /// Bring up a local VoD world (tracker, capped world peers, VoD server) and stream a movie in it.
     World(WorldArgs),
+    /// The world on the bundled demo movie, streamed on the dashboard (the README's first command).
+    Demo(WorldArgs),
 }
 
 /// Playback parameters (the workshop's flags).
@@ -82,7 +86,30 @@ struct StreamArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
+    view: ViewArgs,
+    #[command(flatten)]
     net: NetArgs,
+}
+
+/// How a stream is shown and watched.
+#[derive(Args, Clone)]
+struct ViewArgs {
+    /// Plain progress lines instead of the dashboard (the default when stdout is not a terminal).
+    #[arg(long)]
+    no_tui: bool,
+    /// Serve the movie over HTTP at this address while it downloads (Range requests; a seek re-plans deadlines).
+    #[arg(long, value_name = "IP:PORT")]
+    serve: Option<SocketAddr>,
+    /// Start this player on the served URL, e.g. `mpv` (serves on 127.0.0.1 with a free port unless --serve is given).
+    #[arg(long, value_name = "CMD")]
+    player: Option<String>,
+}
+
+impl ViewArgs {
+    /// Where to serve the movie, if anywhere.
+    fn serve_addr(&self) -> Option<SocketAddr> {
+        self.serve.or_else(|| self.player.as_ref().map(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)))
+    }
 }
 
 #[derive(Args)]
@@ -122,6 +149,8 @@ struct WorldArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     playback: PlaybackArgs,
+    #[command(flatten)]
+    view: ViewArgs,
     /// Print the client's report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -259,7 +288,17 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let sink = match wants_dashboard(&cli) {
+        true => match log_sink::LogSink::create(std::env::temp_dir().join(format!("ccfd-bt-{}.log", std::process::id()))) {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                eprintln!("error: cannot create the log file for the dashboard: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        false => None,
+    };
+    init_logging(cli.verbose, sink.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(16).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -268,8 +307,8 @@ fn main() -> ExitCode {
         }
     };
     let job = match cli.command {
-        Some(command) => run(command),
-        None => Box::pin(stream_cli::stream_command(cli.stream)),
+        Some(command) => run(command, sink),
+        None => Box::pin(stream_cli::stream_command(cli.stream, sink)),
     };
     match runtime.block_on(job) {
         Ok(code) => code,
@@ -280,23 +319,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Whether this command streams with the dashboard: a streaming command on
+/// a terminal, without --no-tui or --json.
+fn wants_dashboard(cli: &Cli) -> bool {
+    let streaming = match &cli.command {
+        None => !cli.stream.view.no_tui && !cli.stream.net.json,
+        Some(Command::World(a) | Command::Demo(a)) => !a.view.no_tui && !a.json && !a.no_client,
+        Some(_) => false,
+    };
+    streaming && std::io::stdout().is_terminal()
+}
+
+/// Logs go to stderr, or (under the dashboard) to a file and the log pane.
+fn init_logging(verbose: u8, sink: Option<log_sink::LogSink>) {
+    // Under the dashboard the pane notes what matters; warnings join them.
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match sink {
+        Some(sink) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_target(false)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_writer(sink)
+            .init(),
+        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
 }
 
-fn run(command: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>> {
-    Box::pin(run_command(command))
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>>;
+
+fn run(command: Command, sink: Option<log_sink::LogSink>) -> Job {
+    Box::pin(run_command(command, sink))
 }
 
-async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
+async fn run_command(command: Command, sink: Option<log_sink::LogSink>) -> anyhow::Result<ExitCode> {
     match command {
-        Command::World(args) => stream_cli::world_command(args).await,
+        Command::World(args) => stream_cli::world_command(args, sink, None).await,
+        Command::Demo(args) => stream_cli::demo_command(args, sink).await,
         Command::Create(args) => create(args),
         Command::Download(args) => {
             let source = if Magnet::looks_like(&args.torrent) {

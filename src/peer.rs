@@ -222,12 +222,14 @@ impl Connection {
             Message::Choke => {
                 tracing::debug!(addr = %self.addr, "choked by peer");
                 self.peer_choking = true;
+                self.session.peer_choking(self.key, true);
                 let held: Vec<BlockRef> = self.outstanding.drain().collect();
                 self.session.release(self.key, held);
             }
             Message::Unchoke => {
                 tracing::debug!(addr = %self.addr, "unchoked by peer");
                 self.peer_choking = false;
+                self.session.peer_choking(self.key, false);
                 self.last_block = Instant::now();
             }
             Message::Interested => self.session.peer_interest(self.key, true),

@@ -1,10 +1,13 @@
-//! The binary's streaming commands: the default command (stream a movie)
-//! and `world` (bring up a VoD world and stream in it). Part of the binary,
-//! not the library.
+//! The binary's streaming commands: the default command (stream a movie),
+//! `world` (bring up a VoD world and stream in it) and `demo` (the world on
+//! the bundled movie). Each shows the dashboard or progress lines, and can
+//! serve the movie to a player while it downloads. Part of the binary.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,14 +15,33 @@ use ccfd_bt::client::{Client, ClientConfig};
 use ccfd_bt::metainfo::Metainfo;
 use ccfd_bt::session::{SessionConfig, Snapshot};
 use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
+use ccfd_bt::watch_server::WatchServer;
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
 use ccfd_vod::plan::Policy;
 use ccfd_vod::Report;
+use tokio_util::sync::CancellationToken;
 
-use crate::{PlaybackArgs, Signals, StreamArgs, WorldArgs};
+use crate::dashboard_feed::Feed;
+use crate::log_sink::LogSink;
+use crate::{PlaybackArgs, Signals, StreamArgs, ViewArgs, WorldArgs};
+
+/// The bundled demo movie (60 s of ffmpeg test pattern and tone, H.264/AAC,
+/// 397 kbit/s) and its .torrent, so `ccfd-bt demo` needs nothing else.
+const DEMO_MOVIE: &[u8] = include_bytes!("../torrents/ccfd-demo.mp4");
+const DEMO_TORRENT: &[u8] = include_bytes!("../torrents/ccfd-demo.mp4.torrent");
+
+/// How a stream is presented.
+struct Presentation<'a> {
+    json: bool,
+    view: &'a ViewArgs,
+    /// Set when the dashboard owns the terminal.
+    dashboard: Option<LogSink>,
+    /// Header text: picker and where the run takes place.
+    mode: String,
+}
 
 /// `ccfd-bt [--rate R] [--delay D] [--prefetch P] TORRENT`.
-pub async fn stream_command(args: StreamArgs) -> anyhow::Result<ExitCode> {
+pub async fn stream_command(args: StreamArgs, dashboard: Option<LogSink>) -> anyhow::Result<ExitCode> {
     let torrent = args.torrent.context("give the movie's .torrent")?;
     let meta = Metainfo::from_file(&torrent).with_context(|| format!("{}", torrent.display()))?;
     let output = args.output.unwrap_or_else(|| meta.files.first().map(|f| f.path.clone()).unwrap_or_else(|| PathBuf::from(&meta.name)));
@@ -27,7 +49,8 @@ pub async fn stream_command(args: StreamArgs) -> anyhow::Result<ExitCode> {
     let client = Client::start(net.client_config()).await?;
     let opts =
         options(&args.playback, args.vod_server, output.clone(), SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() });
-    let code = run_stream(&client, &meta, &opts, net.peers, net.json).await;
+    let show = Presentation { json: net.json, view: &args.view, dashboard, mode: "deadline picker".into() };
+    let code = run_stream(&client, &meta, &opts, net.peers, show).await;
     client.shutdown();
     code
 }
@@ -45,50 +68,169 @@ fn options(p: &PlaybackArgs, server: Option<String>, output: PathBuf, config: Se
     }
 }
 
-/// Streams, printing a progress line each second on stderr, then the report.
+/// Streams with the dashboard or progress lines, serving the movie to a
+/// player if asked; then prints the report.
 async fn run_stream(
     client: &Client,
     meta: &Metainfo,
     opts: &StreamOptions,
     peers: Vec<std::net::SocketAddr>,
-    json: bool,
+    show: Presentation<'_>,
 ) -> anyhow::Result<ExitCode> {
     let stream = Stream::start(client, meta, opts, peers).await?;
     let session = stream.session.clone();
-    let show = !json && std::io::stderr().is_terminal();
+    let serving = CancellationToken::new();
+    let _stop_serving = serving.clone().drop_guard();
+    let watch = match show.view.serve_addr() {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve on {addr}"))?;
+            Some(WatchServer::start(listener, stream.handle(), serving.clone())?)
+        }
+        None => None,
+    };
+    if let Some(w) = &watch {
+        tracing::info!(url = %w.url, "serving the movie while it downloads");
+        if show.dashboard.is_none() && !show.json {
+            eprintln!("watch while it downloads: {}", w.url);
+        }
+    }
+    let mut player = match (&show.view.player, &watch) {
+        (Some(cmd), Some(w)) => Some(Player::start(cmd, &w.url, show.dashboard.is_some())?),
+        _ => None,
+    };
     let mut signals = Signals::new()?;
+    let finished = match &show.dashboard {
+        Some(sink) => {
+            let mode = show.mode.clone();
+            dashboard(&stream, mode, watch.as_ref().map(|w| w.url.clone()), sink, &mut signals).await?
+        }
+        None => progress_lines(&stream, !show.json && std::io::stderr().is_terminal(), &mut signals).await,
+    };
+    if !finished {
+        let report = stream.report();
+        if let Some(p) = &mut player {
+            p.stop();
+        }
+        session.stop().await;
+        if !show.json {
+            eprintln!("stopped before the end: {} bytes from the VoD server so far, {} stalls", report.server_bytes, report.stalls);
+        }
+        if let Some(sink) = &show.dashboard {
+            eprintln!("log: {}", sink.path.display());
+        }
+        return Ok(ExitCode::from(130));
+    }
+    let snap = session.snapshot();
+    let delay = stream.plan.schedule().playback.delay;
+    let report = match tokio::time::timeout(Duration::from_secs(10), stream.finish()).await {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!("the stream did not settle"),
+    };
+    print_report(meta, opts, &report, &snap, delay, show.json);
+    if let Some(sink) = &show.dashboard {
+        eprintln!("log: {}", sink.path.display());
+    }
+    // A player still watching keeps the endpoint up until it exits.
+    match (&mut player, &watch) {
+        (Some(p), _) if show.dashboard.is_none() => {
+            tokio::select! {
+                _ = p.wait() => {}
+                _ = signals.recv() => p.stop(),
+            }
+        }
+        (Some(p), _) => p.stop(),
+        (None, Some(w)) if show.dashboard.is_none() => {
+            eprintln!("download complete; still serving {} until Ctrl-C", w.url);
+            signals.recv().await;
+        }
+        _ => {}
+    }
+    session.stop().await;
+    Ok(if report.stalls == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+/// Progress lines each second until the download completes; false if a
+/// signal stopped it first.
+async fn progress_lines(stream: &Stream, show: bool, signals: &mut Signals) -> bool {
+    let session = &stream.session;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut done = session.subscribe_complete();
     loop {
         tokio::select! {
-            _ = signals.recv() => {
-                session.stop().await;
-                return Ok(ExitCode::from(130));
-            }
-            _ = tick.tick() => if show { eprintln!("{}", progress_line(&stream)) },
-            r = done.changed() => if r.is_err() || *done.borrow() { break },
-            _ = session.shutdown.cancelled() => break,
+            _ = signals.recv() => return false,
+            _ = tick.tick() => if show { eprintln!("{}", progress_line(stream)) },
+            r = done.changed() => if r.is_err() || *done.borrow() { return true },
+            _ = session.shutdown.cancelled() => return true,
         }
     }
-    let report = {
-        let snap = session.snapshot();
-        let plan = stream.plan.clone();
-        let result = tokio::time::timeout(Duration::from_secs(10), stream.finish()).await;
-        let report = match result {
-            Ok(r) => r?,
-            Err(_) => anyhow::bail!("the stream did not settle"),
-        };
-        print_report(meta, opts, &report, &snap, plan.playback.delay, json);
-        report
+}
+
+/// The dashboard until the user quits (or a signal); true if the download
+/// had completed by then.
+async fn dashboard(stream: &Stream, mode: String, url: Option<String>, sink: &LogSink, signals: &mut Signals) -> anyhow::Result<bool> {
+    let mut feed = Feed::new(stream.handle(), mode, url, sink.lines.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ui_stop = stop.clone();
+    let mut ui = tokio::task::spawn_blocking(move || ccfd_tui::run(|| feed.view(), Duration::from_millis(250), &ui_stop));
+    let result = tokio::select! {
+        r = &mut ui => r,
+        _ = signals.recv() => {
+            stop.store(true, Ordering::Relaxed);
+            ui.await
+        }
     };
-    session.stop().await;
-    Ok(if report.stalls == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    result.context("the dashboard task failed")?.context("the dashboard failed")?;
+    Ok(stream.session.is_complete())
+}
+
+/// A player started on the `--serve` URL; ended by pid when we stop first.
+struct Player {
+    child: Option<std::process::Child>,
+}
+
+impl Player {
+    /// Starts `cmd` (a program and its arguments) with `url` appended;
+    /// `quiet` sends its output to /dev/null (the dashboard owns the terminal).
+    fn start(cmd: &str, url: &str, quiet: bool) -> anyhow::Result<Player> {
+        let mut words = cmd.split_whitespace();
+        let program = words.next().context("--player needs a command")?;
+        let mut command = std::process::Command::new(program);
+        command.args(words).arg(url).stdin(std::process::Stdio::null());
+        if quiet {
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
+        let child = command.spawn().with_context(|| format!("cannot start the player {program:?}"))?;
+        tracing::info!(pid = child.id(), program, "player started");
+        Ok(Player { child: Some(child) })
+    }
+
+    /// Waits for the player to exit.
+    async fn wait(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        match tokio::task::spawn_blocking(move || (child.wait(), child)).await {
+            Ok((status, _)) => tracing::info!(?status, "player exited"),
+            Err(e) => tracing::warn!(error = %e, "waiting for the player failed"),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn progress_line(stream: &Stream) -> String {
     let now = stream.session.started.elapsed().as_secs_f64();
     let snap = stream.session.snapshot();
-    let need = stream.plan.playback.required_bytes(now);
+    let need = stream.plan.schedule().playback.required_bytes(now);
     let report = stream.report();
     format!(
         "t={now:5.1}s  need {:7.0} kB  have {:7.0} kB ({:5.1}%)  server {:6.0} kB  peers {}  stalls {}",
@@ -142,8 +284,14 @@ fn print_report(meta: &Metainfo, opts: &StreamOptions, r: &Report, snap: &Snapsh
     }
 }
 
-/// `ccfd-bt world`.
-pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
+/// `ccfd-bt demo`: the world on the bundled movie, on the dashboard.
+pub async fn demo_command(args: WorldArgs, dashboard: Option<LogSink>) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.movie.is_none(), "the demo streams its bundled movie; use `ccfd-bt world --movie FILE` for another");
+    world_command(args, dashboard, Some(DEMO_MOVIE)).await
+}
+
+/// `ccfd-bt world` (and the demo, with its bundled movie).
+pub async fn world_command(args: WorldArgs, dashboard: Option<LogSink>, bundled: Option<&[u8]>) -> anyhow::Result<ExitCode> {
     let temp;
     let dir: PathBuf = match &args.dir {
         Some(d) => {
@@ -155,9 +303,14 @@ pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
-    let movie = match &args.movie {
-        Some(m) => std::fs::canonicalize(m).with_context(|| format!("cannot read {}", m.display()))?,
-        None => generate_movie(&dir, args.size_kb * 1000, args.seed)?,
+    let movie = match (&args.movie, bundled) {
+        (_, Some(bytes)) => {
+            let path = dir.join("ccfd-demo.mp4");
+            std::fs::write(&path, bytes)?;
+            path
+        }
+        (Some(m), None) => std::fs::canonicalize(m).with_context(|| format!("cannot read {}", m.display()))?,
+        (None, None) => generate_movie(&dir, args.size_kb * 1000, args.seed)?,
     };
     anyhow::ensure!(
         args.piece_kib.is_power_of_two() && (16..=4096).contains(&args.piece_kib),
@@ -173,6 +326,11 @@ pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
         ..VodWorldConfig::default()
     };
     let world = VodWorld::start(&movie, &dir, config).await?;
+    if bundled.is_some() {
+        // The world made its own torrent of the movie: it must be the bundled one.
+        let expected = Metainfo::from_bytes(DEMO_TORRENT).context("the bundled demo torrent")?;
+        anyhow::ensure!(expected.info_hash == world.meta.info_hash, "the bundled demo movie does not match its torrent");
+    }
     eprintln!("world: tracker {}, VoD server http://{}, torrent {}", world.announce, world.server.addr, world.torrent_path.display());
     if args.no_client {
         Signals::new()?.recv().await;
@@ -183,8 +341,13 @@ pub async fn world_command(args: WorldArgs) -> anyhow::Result<ExitCode> {
     let output = dir.join("streamed").join(movie.file_name().unwrap_or_default());
     std::fs::create_dir_all(output.parent().unwrap_or(Path::new(".")))?;
     let opts = options(&args.playback, None, output.clone(), SessionConfig::default());
-    let code = run_stream(&client, &world.meta.clone(), &opts, Vec::new(), args.json).await?;
+    let mode = format!("deadline picker · world of {} peers at {} kB/s", args.peers, args.upload);
+    let show = Presentation { json: args.json, view: &args.view, dashboard, mode };
+    let code = run_stream(&client, &world.meta.clone(), &opts, Vec::new(), show).await?;
     client.shutdown();
+    if code == ExitCode::from(130) {
+        return Ok(code);
+    }
     let same = std::fs::read(&output)? == std::fs::read(&movie)?;
     anyhow::ensure!(same, "the streamed movie differs from the original");
     Ok(code)

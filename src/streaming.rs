@@ -47,15 +47,24 @@ pub enum PickMode {
 /// What the session's picker consults while streaming.
 #[derive(Debug)]
 pub struct StreamPlan {
-    pub playback: Playback,
     pub policy: Policy,
     pub mode: PickMode,
-    /// Deadline of each piece, seconds since the session started.
-    pub deadlines: Vec<f64>,
+    piece_length: u64,
+    /// The playback clock and its deadlines; a seek swaps in a new one.
+    schedule: Mutex<Arc<Schedule>>,
     /// Measured server latency and rate (for the fallback moment).
     pub server: Mutex<ServerEstimate>,
     /// Pieces handed to the server: no peer requests for them.
     pub claimed: Mutex<HashSet<u32>>,
+}
+
+/// The playback clock and the deadline of each piece it implies (seconds
+/// since the session started). Replaced whole on a seek, so a reader never
+/// sees a clock and deadlines that disagree.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub playback: Playback,
+    pub deadlines: Vec<f64>,
 }
 
 /// The VoD server's measured behaviour.
@@ -69,13 +78,29 @@ impl StreamPlan {
     pub fn new(playback: Playback, policy: Policy, mode: PickMode, piece_length: u64) -> StreamPlan {
         let deadlines = piece_deadlines(&playback, piece_length);
         StreamPlan {
-            playback,
             policy,
             mode,
-            deadlines,
+            piece_length,
+            schedule: Mutex::new(Arc::new(Schedule { playback, deadlines })),
             server: Mutex::new(ServerEstimate { latency: 0.1, rate: 1_000_000.0 }),
             claimed: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The clock and deadlines now.
+    pub fn schedule(&self) -> Arc<Schedule> {
+        lock(&self.schedule).clone()
+    }
+
+    /// Restarts playback at byte `byte` at time `now` (a seek): every
+    /// deadline is re-planned from there; bytes before it have none.
+    pub fn seek(&self, byte: u64, now: f64) -> Arc<Schedule> {
+        let mut playback = self.schedule().playback.clone();
+        playback.seek(byte, now);
+        let deadlines = piece_deadlines(&playback, self.piece_length);
+        let schedule = Arc::new(Schedule { playback, deadlines });
+        *lock(&self.schedule) = schedule.clone();
+        schedule
     }
 
     /// When the server must be asked for `remaining` bytes of a piece due at `deadline`.
@@ -105,6 +130,7 @@ pub fn pick(
     rng: &mut impl Rng,
 ) -> Vec<BlockRef> {
     let claimed = lock(&plan.claimed).clone();
+    let schedule = plan.schedule();
     match plan.mode {
         PickMode::Deadline => {}
         PickMode::RarestFirst => {
@@ -112,7 +138,11 @@ pub fn pick(
             return picker.pick_planned(key, has, max, &plan, rng);
         }
         PickMode::Sequential => {
-            let order: Vec<u32> = (0..plan.deadlines.len() as u32)
+            // In file order from the play origin on, then the bytes before it.
+            let first = (schedule.playback.origin() / plan.piece_length) as u32;
+            let count = schedule.deadlines.len() as u32;
+            let order: Vec<u32> = (first..count)
+                .chain(0..first)
                 .filter(|&i| !claimed.contains(&i) && matches!(picker.state(i), Some(PieceState::Missing | PieceState::Active)))
                 .collect();
             let plan = PickPlan { urgent: &order, duplicate: &[], skip: &|i| claimed.contains(&i) };
@@ -120,7 +150,7 @@ pub fn pick(
         }
     }
     let horizon = now + plan.policy.horizon;
-    let mut pieces: Vec<PieceView> = plan
+    let mut pieces: Vec<PieceView> = schedule
         .deadlines
         .iter()
         .enumerate()
@@ -135,7 +165,7 @@ pub fn pick(
         .collect();
     pieces.sort_by(|a, b| a.deadline.total_cmp(&b.deadline));
     let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
-    let reserved = |i: u32| plan.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
+    let reserved = |i: u32| schedule.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
     let order: Vec<u32> = peer_plan.urgent.iter().chain(&peer_plan.long_shots).copied().collect();
     picker.pick_planned(key, has, max, &PickPlan { urgent: &order, duplicate: &peer_plan.duplicate, skip: &reserved }, rng)
 }
@@ -175,8 +205,9 @@ pub async fn run(
             return Ok(lock(&ledger).report(now));
         }
         let Some(server) = &server else { continue };
+        let schedule = plan.schedule();
         for piece in (0..have.len()).filter(|&p| !have.get(p)) {
-            let deadline = plan.deadlines[piece as usize];
+            let deadline = schedule.deadlines[piece as usize];
             // No server fetch takes this long: later pieces need no look yet.
             if deadline - now > FALLBACK_LOOKAHEAD {
                 continue;
@@ -273,12 +304,47 @@ pub struct StreamOptions {
     pub config: crate::session::SessionConfig,
 }
 
-/// A stream in progress: the session and the ledger, for progress displays.
-pub struct Stream {
+/// The parts of a stream that displays and the `--serve` endpoint share:
+/// cheap to clone, and it can seek.
+#[derive(Clone)]
+pub struct StreamHandle {
     pub session: Arc<Session>,
     pub plan: Arc<StreamPlan>,
     pub ledger: Arc<Mutex<Ledger>>,
+}
+
+impl StreamHandle {
+    /// Seconds since the stream started (the clock deadlines are on).
+    pub fn now(&self) -> f64 {
+        self.session.started.elapsed().as_secs_f64()
+    }
+
+    /// The viewer jumped to byte `byte`: playback restarts there now, the
+    /// picker and the fallback follow the new deadlines, and pieces already
+    /// present keep their record.
+    pub fn seek(&self, byte: u64) {
+        let schedule = self.plan.seek(byte, self.now());
+        lock(&self.ledger).set_deadlines(schedule.deadlines.clone());
+        tracing::info!(byte, "seek: deadlines re-planned");
+    }
+
+    /// The ledger's figures now.
+    pub fn report(&self) -> Report {
+        lock(&self.ledger).report(self.now())
+    }
+}
+
+/// A stream in progress; derefs to its [`StreamHandle`].
+pub struct Stream {
+    handle: StreamHandle,
     task: tokio::task::JoinHandle<Result<Report, String>>,
+}
+
+impl std::ops::Deref for Stream {
+    type Target = StreamHandle;
+    fn deref(&self) -> &StreamHandle {
+        &self.handle
+    }
 }
 
 impl Stream {
@@ -311,15 +377,15 @@ impl Stream {
         let plan = Arc::new(StreamPlan::new(playback.clone(), opts.policy.clone(), opts.mode, session.meta.piece_length));
         let lengths = (0..session.meta.piece_count()).map(|i| u64::from(session.meta.piece_len(i))).collect();
         let opening = playback.required_bytes(playback.delay).max(1);
-        let ledger = Arc::new(Mutex::new(Ledger::new(plan.deadlines.clone(), lengths, opening)));
+        let ledger = Arc::new(Mutex::new(Ledger::new(plan.schedule().deadlines.clone(), lengths, opening)));
         session.set_stream_plan(plan.clone());
         let task = tokio::spawn(run(session.clone(), plan.clone(), server, ledger.clone()));
-        Ok(Stream { session, plan, ledger, task })
+        Ok(Stream { handle: StreamHandle { session, plan, ledger }, task })
     }
 
-    /// The ledger's figures now.
-    pub fn report(&self) -> Report {
-        lock(&self.ledger).report(self.session.started.elapsed().as_secs_f64())
+    /// A handle for displays and the `--serve` endpoint.
+    pub fn handle(&self) -> StreamHandle {
+        self.handle.clone()
     }
 
     /// Waits until every piece is verified.

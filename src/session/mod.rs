@@ -99,6 +99,8 @@ struct PeerEntry {
     tx: mpsc::UnboundedSender<PeerCommand>,
     interested: bool,
     unchoked: bool,
+    /// It chokes us (every connection starts choked).
+    chokes_us: bool,
     is_seed: bool,
     /// Sends nothing we asked for: no regular unchoke slot.
     snubbed: bool,
@@ -215,6 +217,8 @@ pub struct PeerSnapshot {
     pub up_rate: f64,
     /// We upload to it.
     pub unchoked: bool,
+    /// It uploads to us (does not choke us).
+    pub unchokes_us: bool,
     /// It holds our optimistic unchoke slot.
     pub optimistic: bool,
     /// It wants data from us.
@@ -231,6 +235,8 @@ pub struct Session {
     storage: Arc<Storage>,
     state: Mutex<SwarmState>,
     complete_tx: watch::Sender<bool>,
+    /// How many pieces are verified (and written): readers of the file wait on it.
+    verified_tx: watch::Sender<u32>,
     fatal: Mutex<Option<String>>,
     announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set while streaming: the picker follows its deadlines.
@@ -299,6 +305,7 @@ impl Session {
                 completed_at: complete.then_some(started),
             }),
             complete_tx: watch::channel(complete).0,
+            verified_tx: watch::channel(0).0,
             fatal: Mutex::new(None),
             announcer: Mutex::new(None),
             stream: Mutex::new(None),
@@ -339,6 +346,11 @@ impl Session {
     /// Fires when the last piece is verified.
     pub fn subscribe_complete(&self) -> watch::Receiver<bool> {
         self.complete_tx.subscribe()
+    }
+
+    /// Changes each time a piece is verified and on disk.
+    pub fn subscribe_verified(&self) -> watch::Receiver<u32> {
+        self.verified_tx.subscribe()
     }
 
     /// A fatal error (disk full, files removed) that stopped the session.
@@ -386,6 +398,7 @@ impl Session {
                         down_rate: p.down_rate,
                         up_rate: p.up_rate,
                         unchoked: p.unchoked,
+                        unchokes_us: !p.chokes_us,
                         optimistic: optimistic == Some(key),
                         interested: p.interested,
                         snubbed: p.snubbed,
@@ -451,6 +464,7 @@ impl Session {
             tx,
             interested: false,
             unchoked: false,
+            chokes_us: true,
             is_seed: false,
             snubbed: false,
             down_tick: 0,
@@ -536,6 +550,13 @@ impl Session {
         }
     }
 
+    /// The peer choked or unchoked us.
+    pub fn peer_choking(&self, key: PeerKey, choking: bool) {
+        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+            p.chokes_us = choking;
+        }
+    }
+
     /// Picks blocks to request from a peer that owes us `queued` bytes;
     /// by deadline while streaming.
     pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64) -> Vec<BlockRef> {
@@ -560,6 +581,12 @@ impl Session {
     /// Bytes of `piece` still missing, and whether peers were asked for them.
     pub fn piece_progress(&self, piece: u32) -> (u64, bool) {
         lock(&self.state).picker.progress(piece)
+    }
+
+    /// Bytes still missing of every piece (0 once verified), in one look.
+    pub fn pieces_remaining(&self) -> Vec<u64> {
+        let s = lock(&self.state);
+        (0..self.meta.piece_count()).map(|i| s.picker.progress(i).0).collect()
     }
 
     /// Hands the missing blocks of `piece` to the VoD server, cancelling

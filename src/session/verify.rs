@@ -106,6 +106,7 @@ impl Session {
         }
         if good {
             s.picker.piece_verified(piece);
+            self.verified_tx.send_modify(|n| *n += 1);
             for (block, ip, hash) in suspects.unwrap_or_default() {
                 if block_hashes.get(block) != Some(&hash) {
                     tracing::warn!(%ip, piece, block, "peer proven to have sent a corrupt block");

@@ -15,6 +15,15 @@ pub struct Ledger {
     opening: u64,
 }
 
+/// One piece as the ledger saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PieceRecord {
+    /// Seconds since start (infinite: before the playback origin).
+    pub deadline: f64,
+    pub arrived: Option<f64>,
+    pub server_bytes: u64,
+}
+
 /// The numbers a run is judged by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -45,11 +54,25 @@ impl Ledger {
         Ledger { deadlines, lengths, arrived: vec![None; n], server_bytes: vec![0; n], duplicate_bytes: 0, opening }
     }
 
-    /// Re-plans deadlines (after a seek); arrival records stay.
+    /// Re-plans deadlines (after a seek). A piece that already arrived keeps
+    /// the deadline it was judged by, so its record (in time, late, from the
+    /// server) stands.
     pub fn set_deadlines(&mut self, deadlines: Vec<f64>) {
-        if deadlines.len() == self.deadlines.len() {
-            self.deadlines = deadlines;
+        if deadlines.len() != self.deadlines.len() {
+            return;
         }
+        for (i, d) in deadlines.into_iter().enumerate() {
+            if self.arrived[i].is_none() {
+                self.deadlines[i] = d;
+            }
+        }
+    }
+
+    /// Piece `piece`'s record: its deadline, when it arrived, and how many
+    /// of its bytes the server sent.
+    pub fn piece(&self, piece: u32) -> Option<PieceRecord> {
+        let i = piece as usize;
+        Some(PieceRecord { deadline: *self.deadlines.get(i)?, arrived: self.arrived[i], server_bytes: self.server_bytes[i] })
     }
 
     /// Bytes of piece `piece` that came from the server.
@@ -161,5 +184,20 @@ mod tests {
         l.arrived(0, 3.0);
         l.arrived(0, 9.0); // the first arrival counts
         assert_eq!(l.report(10.0).stall_seconds, 2.0);
+    }
+
+    #[test]
+    fn a_seek_replans_missing_pieces_and_keeps_past_records() {
+        // Piece 0 arrived late (deadline 1, arrived 2); then the viewer seeks
+        // past piece 1 at t = 2: piece 1 loses its deadline, piece 2 gets a later one.
+        let mut l = Ledger::new(vec![1.0, 2.0, 3.0], vec![10; 3], 10);
+        l.arrived(0, 2.0);
+        l.set_deadlines(vec![f64::INFINITY, f64::INFINITY, 8.0]);
+        assert_eq!(l.piece(0).unwrap().deadline, 1.0);
+        assert_eq!(l.piece(1).unwrap().deadline, f64::INFINITY);
+        assert_eq!(l.piece(2), Some(PieceRecord { deadline: 8.0, arrived: None, server_bytes: 0 }));
+        assert_eq!(l.piece(3), None);
+        let r = l.report(5.0);
+        assert_eq!((r.stalls, r.stall_seconds), (1, 1.0));
     }
 }

@@ -15,5 +15,5 @@ mod ledger;
 pub mod plan;
 mod playback;
 
-pub use ledger::{Ledger, Report};
+pub use ledger::{Ledger, PieceRecord, Report};
 pub use playback::Playback;

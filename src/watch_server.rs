@@ -1,0 +1,164 @@
+//! `--serve`: the movie over HTTP while it downloads, so a player (mpv, VLC)
+//! can watch it. Range requests are served; a read of a byte not present
+//! yet waits until its piece is verified; a request that jumps away from
+//! where playback is counts as a seek, and the stream re-plans its
+//! deadlines from there so the picker fetches what the viewer wants next.
+
+use std::net::SocketAddr;
+
+use ccfd_vod::Playback;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::http1::{content_type, encode_segment, parse_head, range_response, read_head};
+use crate::streaming::StreamHandle;
+
+/// Seconds of playback ahead of the play head a read may start at without
+/// counting as a seek (players read ahead of what they show).
+const SEEK_WINDOW: f64 = 10.0;
+/// Bytes written per socket write (at most one piece's worth is read at once).
+const CHUNK: u64 = 64 * 1024;
+
+/// A running `--serve` endpoint.
+pub struct WatchServer {
+    pub addr: SocketAddr,
+    /// The URL a player opens.
+    pub url: String,
+}
+
+impl WatchServer {
+    /// Serves `stream`'s file on `listener` until `shutdown` (or the session stops).
+    pub fn start(listener: TcpListener, stream: StreamHandle, shutdown: CancellationToken) -> std::io::Result<WatchServer> {
+        let addr = listener.local_addr()?;
+        let name = stream.session.meta.files.first().map(|f| f.path.display().to_string()).unwrap_or_else(|| "movie".into());
+        let url = format!("http://{addr}/{}", encode_segment(&name));
+        let session_done = stream.session.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = session_done.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                tokio::spawn(serve_connection(socket, stream.clone(), name.clone(), shutdown.clone()));
+            }
+        });
+        Ok(WatchServer { addr, url })
+    }
+}
+
+/// Whether a read starting at `start` is a jump away from playback: it
+/// starts at a byte that is not present and is neither near the play head
+/// nor in the stretch the picker is already working on (the next
+/// `window` seconds of playback).
+pub fn is_seek(start: u64, present: bool, playback: &Playback, now: f64, window: f64, piece_length: u64) -> bool {
+    if present {
+        return false;
+    }
+    let head = playback.play_head(now);
+    let slack = 2 * piece_length;
+    // B(t) runs P seconds ahead of the head; the window goes beyond that.
+    let frontier = playback.origin() + playback.required_bytes(now) + (playback.rate * window) as u64;
+    start + slack < head || start > frontier + slack
+}
+
+async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, name: String, shutdown: CancellationToken) {
+    let _ = socket.set_nodelay(true);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let head = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            h = read_head(&mut socket, &mut buf) => match h { Some(h) => h, None => return },
+        };
+        match respond(&mut socket, &stream, &name, &head, &shutdown).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+    }
+}
+
+/// Answers one request; `Ok(false)` when the connection should close.
+async fn respond(
+    socket: &mut TcpStream,
+    stream: &StreamHandle,
+    name: &str,
+    head: &str,
+    shutdown: &CancellationToken,
+) -> std::io::Result<bool> {
+    let Some(req) = parse_head(head) else {
+        socket.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await?;
+        return Ok(false);
+    };
+    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy();
+    if decoded.trim_start_matches('/') != name && req.path != "/" {
+        socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
+        return Ok(true);
+    }
+    let session = &stream.session;
+    let size = session.meta.total_length;
+    let (start, end, reply) = match range_response(req.range, size, content_type(name)) {
+        Ok(r) => r,
+        Err(refusal) => {
+            socket.write_all(refusal.as_bytes()).await?;
+            return Ok(true);
+        }
+    };
+    socket.write_all(reply.as_bytes()).await?;
+    if req.head_only {
+        return Ok(true);
+    }
+    let piece_length = session.meta.piece_length;
+    if end > start {
+        let piece = (start / piece_length) as u32;
+        let schedule = stream.plan.schedule();
+        if is_seek(start, session.has_piece(piece), &schedule.playback, stream.now(), SEEK_WINDOW, piece_length) {
+            stream.seek(start);
+        }
+    }
+    let mut verified = session.subscribe_verified();
+    let mut at = start;
+    while at < end {
+        let piece = (at / piece_length) as u32;
+        // Wait for the piece; the session's end or ours ends the wait.
+        while !session.has_piece(piece) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = session.shutdown.cancelled() => return Ok(false),
+                r = verified.changed() => if r.is_err() { return Ok(false) },
+            }
+        }
+        let piece_end = (u64::from(piece) + 1) * piece_length;
+        let len = (end.min(piece_end) - at).min(CHUNK);
+        let mut data = vec![0u8; len as usize];
+        if let Err(e) = session.storage().read_at(at, &mut data) {
+            tracing::warn!(error = %e, "--serve: cannot read the movie");
+            return Ok(false);
+        }
+        socket.write_all(&data).await?;
+        at += len;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_away_from_playback_are_seeks() {
+        // 60 kB/s, D = 6, P = 2, 64 KiB pieces; at t = 20 s the play head is at 840 kB.
+        let p = Playback::new(60_000.0, 6.0, 2.0, 10_000_000);
+        let piece = 65_536;
+        assert_eq!(p.play_head(20.0), 840_000);
+        // Reading on from the head, or a little ahead of it: no seek.
+        assert!(!is_seek(840_000, false, &p, 20.0, 10.0, piece));
+        assert!(!is_seek(1_400_000, false, &p, 20.0, 10.0, piece));
+        // Far ahead, or back before the head: a seek, unless the bytes are here.
+        assert!(is_seek(3_000_000, false, &p, 20.0, 10.0, piece));
+        assert!(is_seek(100_000, false, &p, 20.0, 10.0, piece));
+        assert!(!is_seek(100_000, true, &p, 20.0, 10.0, piece));
+        // The player's first request, before playback starts.
+        assert!(!is_seek(0, false, &p, 0.5, 10.0, piece));
+    }
+}

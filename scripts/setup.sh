@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real programs the interop tests use. Idempotent: re-running is cheap.
 set -euo pipefail
-pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx)
+# mpv and tmux: the watch tests (a player on --serve, the dashboard in a terminal).
+pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -47,6 +47,12 @@ pub struct ClientConfig {
     pub udp_timing: UdpTiming,
     /// Connections over all torrents, inbound and outbound together.
     pub max_connections: usize,
+    /// Offer coded cooperation (ccfd) to peers; `--no-coded` turns it off.
+    pub coded: bool,
+    /// Drops and delays our inbound coded datagrams (tests of lossy links).
+    pub udp_shim: Option<crate::coded::UdpShim>,
+    /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
+    pub coded_polluter: bool,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +64,9 @@ impl Default for ClientConfig {
             download_rate: None,
             udp_timing: UdpTiming::default(),
             max_connections: 200,
+            coded: true,
+            udp_shim: None,
+            coded_polluter: false,
         }
     }
 }
@@ -74,6 +83,9 @@ pub struct ClientShared {
     pub shutdown: CancellationToken,
     connections: Arc<AtomicUsize>,
     max_connections: usize,
+    /// The coded-UDP transport, when coded cooperation is on.
+    pub coded: Option<Arc<crate::coded::CodedTransport>>,
+    pub coded_polluter: bool,
 }
 
 /// One of the client's connection slots, held for a connection's life.
@@ -92,6 +104,11 @@ impl ClientShared {
 
     pub(crate) fn remove_session(&self, info_hash: &InfoHash) {
         lock(&self.sessions).remove(info_hash);
+    }
+
+    /// The upload cap in bytes per second, if any.
+    pub fn upload_cap(&self) -> Option<u64> {
+        self.upload.rate()
     }
 
     /// Takes a connection slot, or `None` when the client-wide cap is reached.
@@ -135,11 +152,22 @@ impl Client {
         let listen_addr = listener.local_addr().map_err(|source| ClientError::Listen { addr, source })?;
         let mut peer_id = [0u8; 20];
         peer_id[..8].copy_from_slice(PEER_ID_PREFIX);
-        let mut rng = rand::rng();
-        for b in &mut peer_id[8..] {
-            *b = rng.sample(rand::distr::Alphanumeric);
+        {
+            let mut rng = rand::rng();
+            for b in &mut peer_id[8..] {
+                *b = rng.sample(rand::distr::Alphanumeric);
+            }
         }
         let bind = (!config.bind.is_unspecified()).then_some(config.bind);
+        let shutdown = CancellationToken::new();
+        let coded = match config.coded {
+            true => Some(
+                crate::coded::CodedTransport::start(config.bind, config.udp_shim, shutdown.clone())
+                    .await
+                    .map_err(|source| ClientError::Listen { addr, source })?,
+            ),
+            false => None,
+        };
         let shared = Arc::new(ClientShared {
             peer_id,
             bind: config.bind,
@@ -148,9 +176,11 @@ impl Client {
             download: RateLimiter::new(config.download_rate),
             trackers: TrackerClient::new(bind, config.udp_timing)?,
             sessions: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: Arc::new(AtomicUsize::new(0)),
             max_connections: config.max_connections,
+            coded,
+            coded_polluter: config.coded_polluter,
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Client { shared })

@@ -129,7 +129,7 @@ impl Feed {
                     we_unchoke: p.unchoked,
                     unchokes_us: p.unchokes_us,
                     interested: p.interested,
-                    coded: false,
+                    coded: p.coded,
                 })
                 .collect(),
             down_history: self.down_history.clone(),

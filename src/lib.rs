@@ -6,6 +6,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod client;
+pub mod coded;
 pub mod coding;
 pub mod hash;
 pub mod http1;

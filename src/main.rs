@@ -195,6 +195,12 @@ struct NetArgs {
     /// While seeding, reveal pieces one by one (BEP 16 super-seeding) so each leaves us about once.
     #[arg(long)]
     super_seed: bool,
+    /// Never use coded cooperation (ccfd) with peers that offer it; plain BitTorrent only.
+    #[arg(long, conflicts_with = "coded")]
+    no_coded: bool,
+    /// Use coded cooperation with peers that offer it (the default; serves every cooperating requester when seeding).
+    #[arg(long)]
+    coded: bool,
     /// Print one JSON summary line on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
@@ -272,6 +278,7 @@ impl NetArgs {
             upload_rate: self.max_upload_rate,
             download_rate: self.max_download_rate,
             max_connections: self.max_connections,
+            coded: !self.no_coded,
             ..ClientConfig::default()
         }
     }
@@ -580,6 +587,7 @@ fn summary_json(meta: &Metainfo, s: &Snapshot) -> serde_json::Value {
         "bytes_from": from,
         "piece_failures": s.piece_failures,
         "wasted": s.wasted,
+        "coded_bytes": s.coded_bytes,
         "banned": s.banned.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
     })
 }

@@ -21,6 +21,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::bitfield::Bitfield;
 use crate::client::lock;
+use crate::coded::link::CodedLink;
+use crate::coded::proto::{Control, Offer, CCFD_ID, GENERATION};
+use crate::coded::Arrival;
 use crate::metadata::{answer_request, UtMetadata, UT_METADATA_ID};
 use crate::picker::PeerKey;
 use crate::session::{PeerCommand, Session};
@@ -37,6 +40,8 @@ const QUEUE_SECONDS: f64 = 1.5;
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
 /// Whole pieces up to this size are read once and served block by block.
 const PIECE_CACHE_LIMIT: u32 = 4 << 20;
+/// How often a coded link renews stalled wants and sends feedback.
+const CODED_TICK: Duration = Duration::from_millis(10);
 
 /// Dials `addr` and exchanges handshakes.
 pub async fn connect(session: &Arc<Session>, addr: SocketAddr) -> anyhow::Result<(TcpStream, Handshake)> {
@@ -68,7 +73,15 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     let shared = Arc::new(UploadShared { pending: Mutex::new(HashSet::new()) });
     let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, MessageCodec), out_rx));
     let uploader = tokio::spawn(upload_loop(session.clone(), key, up_rx, out_tx.clone(), shared.clone()));
+    let (coded, coded_rx) = match &session.client.coded {
+        Some(t) => {
+            let (link, rx) = CodedLink::new(t.clone(), addr.ip());
+            (Some(link), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut conn = Connection {
+        coded,
         our_have: session.have(),
         has: Bitfield::new(session.meta.piece_count()),
         session: session.clone(),
@@ -90,7 +103,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         uploads: up_tx,
         upload: shared,
     };
-    let result = conn.run(FramedRead::new(read_half, MessageCodec), commands, theirs.supports_extensions()).await;
+    let result = conn.run(FramedRead::new(read_half, MessageCodec), commands, coded_rx, theirs.supports_extensions()).await;
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
@@ -111,6 +124,8 @@ struct UploadShared {
 
 struct Connection {
     session: Arc<Session>,
+    /// The coded side of this connection (ccfd), when our client offers it.
+    coded: Option<CodedLink>,
     key: PeerKey,
     addr: SocketAddr,
     /// Pieces the peer has.
@@ -144,6 +159,7 @@ impl Connection {
         &mut self,
         mut reader: Reader,
         mut commands: mpsc::UnboundedReceiver<PeerCommand>,
+        mut coded_rx: Option<mpsc::Receiver<Arrival>>,
         extensions: bool,
     ) -> anyhow::Result<()> {
         let super_seeding = self.session.super_seeding();
@@ -151,12 +167,17 @@ impl Connection {
             self.send(Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes()))).await?;
         }
         if extensions {
+            let mut m: std::collections::BTreeMap<String, i64> = [("ut_metadata".to_string(), i64::from(UT_METADATA_ID))].into();
+            if self.coded.is_some() {
+                m.insert("ccfd".into(), i64::from(CCFD_ID));
+            }
             let hs = ExtendedHandshake {
                 v: Some(concat!("ccfd-bt ", env!("CARGO_PKG_VERSION")).into()),
-                m: [("ut_metadata".to_string(), i64::from(UT_METADATA_ID))].into(),
+                m,
                 reqq: Some(OUR_REQQ as i64),
                 p: Some(i64::from(self.session.client.listen_addr.port())),
                 metadata_size: Some(self.session.meta.info_bytes.len() as i64),
+                ccfd: self.coded.as_ref().map(|c| c.offer().to_value()),
             };
             self.send(Message::Extended { id: 0, payload: hs.to_bytes() }).await?;
         }
@@ -164,8 +185,11 @@ impl Connection {
             self.reveal_more().await?;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut coded_tick = tokio::time::interval(CODED_TICK);
+        coded_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let shutdown = self.session.shutdown.clone();
         loop {
+            let coded_active = self.coded.as_ref().is_some_and(|c| c.is_active());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
@@ -173,6 +197,8 @@ impl Connection {
                     None | Some(PeerCommand::Close) => return Ok(()),
                     Some(cmd) => self.on_command(cmd).await?,
                 },
+                arrival = recv_arrival(&mut coded_rx) => self.on_arrival(arrival).await?,
+                _ = coded_tick.tick(), if coded_active => self.on_coded_tick().await?,
                 msg = reader.next() => match msg {
                     None => return Ok(()),
                     Some(msg) => {
@@ -222,6 +248,9 @@ impl Connection {
             Message::Choke => {
                 tracing::debug!(addr = %self.addr, "choked by peer");
                 self.peer_choking = true;
+                if let Some(link) = &mut self.coded {
+                    link.forget_all();
+                }
                 self.session.peer_choking(self.key, true);
                 let held: Vec<BlockRef> = self.outstanding.drain().collect();
                 self.session.release(self.key, held);
@@ -254,6 +283,19 @@ impl Connection {
                         self.peer_reqq = q;
                     }
                     self.peer_ut_metadata = hs.m.get("ut_metadata").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                    let msg_id = hs.m.get("ccfd").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                    let offer = hs.ccfd.as_ref().and_then(Offer::from_value);
+                    if let (Some(link), Some(id), Some(offer)) = (&mut self.coded, msg_id, offer) {
+                        let polluter = self.session.client.coded_polluter;
+                        link.activate(self.session.clone(), self.key, self.addr.ip(), &offer, id, polluter);
+                        tracing::debug!(addr = %self.addr, active = link.is_active(), "coded extension offered");
+                    }
+                }
+            }
+            Message::Extended { id: CCFD_ID, payload } => {
+                if let Some(link) = self.coded.as_mut().filter(|l| l.is_active()) {
+                    let control = Control::parse(&payload).context("ccfd message")?;
+                    link.on_control(control, self.am_choking);
                 }
             }
             Message::Extended { id: UT_METADATA_ID, payload } => {
@@ -306,7 +348,12 @@ impl Connection {
             }
             PeerCommand::Cancel(block) => {
                 if self.outstanding.remove(&block) {
-                    self.send(Message::Cancel(block)).await?;
+                    self.cancel_request(block).await?;
+                }
+            }
+            PeerCommand::CodedRank(block, rank) => {
+                if self.coded.as_ref().is_some_and(|l| l.is_active()) {
+                    self.send_control(CodedLink::rank_message(block, rank)).await?;
                 }
             }
             PeerCommand::Choke(choke) => {
@@ -315,6 +362,9 @@ impl Connection {
                     self.am_choking = choke;
                     if choke {
                         lock(&self.upload.pending).clear();
+                        if let Some(link) = &mut self.coded {
+                            link.on_choke();
+                        }
                     }
                     self.send(if choke { Message::Choke } else { Message::Unchoke }).await?;
                 }
@@ -339,7 +389,7 @@ impl Connection {
             tracing::debug!(addr = %self.addr, requests = self.outstanding.len(), "peer snubbed us");
             let held: Vec<BlockRef> = self.outstanding.drain().collect();
             for b in &held {
-                self.send(Message::Cancel(*b)).await?;
+                self.cancel_request(*b).await?;
             }
             self.session.release(self.key, held);
             self.session.peer_snubbed(self.key, true);
@@ -366,9 +416,72 @@ impl Connection {
         let queued = self.outstanding.iter().map(|b| u64::from(b.length)).sum();
         for block in self.session.pick(self.key, &self.has, room, queued) {
             self.outstanding.insert(block);
-            self.send(Message::Request(block)).await?;
+            let coded = self.coded.as_mut().filter(|l| l.is_active() && self.session.coded_allowed(block.piece));
+            match coded {
+                Some(link) => {
+                    let want = link.want(&self.session, block);
+                    self.send_control(want).await?;
+                    self.session.coded_announce(block, self.session.coded_rank(block).unwrap_or(0));
+                }
+                None => self.send(Message::Request(block)).await?,
+            }
         }
         Ok(())
+    }
+
+    /// Withdraws one of our requests, plain or coded.
+    async fn cancel_request(&mut self, block: BlockRef) -> anyhow::Result<()> {
+        match self.coded.as_mut().and_then(|l| l.forget(&block)) {
+            Some(cancel) => self.send_control(cancel).await,
+            None => self.send(Message::Cancel(block)).await,
+        }
+    }
+
+    /// Sends a ccfd control message on the peer's extension id.
+    async fn send_control(&self, control: Control) -> anyhow::Result<()> {
+        let Some(id) = self.coded.as_ref().and_then(|l| l.peer_msg_id) else { return Ok(()) };
+        self.send(Message::Extended { id, payload: Bytes::from(control.encode()) }).await
+    }
+
+    /// A coded datagram from this peer.
+    async fn on_arrival(&mut self, arrival: Arrival) -> anyhow::Result<()> {
+        let Some(link) = self.coded.as_mut() else { return Ok(()) };
+        let outcome = link.on_arrival(arrival, &self.session, self.key, self.addr.ip());
+        if outcome.innovative_bytes > 0 {
+            self.last_block = Instant::now();
+            self.window_bytes += outcome.innovative_bytes;
+            self.session.client.download.acquire(outcome.innovative_bytes).await;
+        }
+        if let Some(block) = outcome.decoded {
+            self.outstanding.remove(&block);
+            self.session.coded_announce(block, GENERATION as u16);
+        }
+        if let Some(done) = outcome.completed {
+            self.session.verify(done).await;
+        }
+        if outcome.decoded.is_some() {
+            self.fill_requests().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_coded_tick(&mut self) -> anyhow::Result<()> {
+        let Some(link) = self.coded.as_mut() else { return Ok(()) };
+        for control in link.on_timer(&self.session) {
+            self.send_control(control).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The next coded datagram, or never when the connection has no coded side.
+async fn recv_arrival(rx: &mut Option<mpsc::Receiver<Arrival>>) -> Arrival {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(a) => a,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -66,7 +66,8 @@ pub enum BlockOutcome {
 pub struct PickPlan<'a> {
     /// Pieces to request blocks of, in this order.
     pub urgent: &'a [u32],
-    /// Pieces whose in-flight blocks may be requested from a second peer.
+    /// Pieces whose in-flight blocks may be requested from a second peer
+    /// (right after its missing blocks, for a piece that is also urgent).
     pub duplicate: &'a [u32],
     /// Pieces reserved for the deadline planner or the server.
     pub skip: &'a dyn Fn(u32) -> bool,
@@ -199,8 +200,13 @@ impl Picker {
                 self.activate(piece);
             }
             self.take_missing(peer, piece, max, &mut out);
+            // An urgent piece that is also a duplicate: its in-flight blocks
+            // are asked again here, before later pieces.
+            if out.len() < max && plan.duplicate.contains(&piece) {
+                self.take_second_requests(peer, piece, max, &mut out);
+            }
         }
-        for &piece in plan.duplicate {
+        for &piece in plan.duplicate.iter().filter(|p| !plan.urgent.contains(p)) {
             if out.len() < max && peer_has.get(piece) {
                 self.take_second_requests(peer, piece, max, &mut out);
             }
@@ -456,6 +462,22 @@ mod tests {
         // Only 7 available from a peer that has only 7.
         let got = p.pick(2, &rare, 1, &mut StdRng::seed_from_u64(2));
         assert_eq!(got[0].piece, 7);
+    }
+
+    #[test]
+    fn an_urgent_duplicate_is_asked_again_before_later_urgent_pieces() {
+        let mut p = picker(4, &[]);
+        p.add_peer_pieces(&full(4));
+        p.add_peer_pieces(&full(4));
+        let rng = &mut StdRng::seed_from_u64(3);
+        // Peer 1 holds all four blocks of piece 0.
+        let none = |_: u32| false;
+        let first = p.pick_planned(1, &full(4), 4, &PickPlan { urgent: &[0], duplicate: &[], skip: &none }, rng);
+        assert!(first.iter().all(|b| b.piece == 0) && first.len() == 4);
+        // Peer 2: piece 0 is urgent and near its cut-off, piece 1 urgent too.
+        let second = p.pick_planned(2, &full(4), 6, &PickPlan { urgent: &[0, 1], duplicate: &[0], skip: &none }, rng);
+        let pieces: Vec<u32> = second.iter().map(|b| b.piece).collect();
+        assert_eq!(pieces, vec![0, 0, 0, 0, 1, 1], "piece 0's in-flight blocks first, then piece 1");
     }
 
     #[test]

@@ -62,6 +62,11 @@ impl RateLimiter {
         self.lock().is_some()
     }
 
+    /// The cap in bytes per second, if any.
+    pub fn rate(&self) -> Option<u64> {
+        self.lock().as_ref().map(|b| b.rate as u64)
+    }
+
     /// Replaces the cap (0 or `None`: unlimited).
     pub fn set_rate(&self, rate: Option<u64>) {
         *self.lock() = rate.filter(|&r| r > 0).map(|r| TokenBucket::new(r, Instant::now()));

@@ -224,6 +224,7 @@ pub async fn run(
             }
             lock(&plan.claimed).insert(piece);
             let blocks = session.claim_for_server(piece);
+            tracing::info!(piece, missing = remaining, due_in = deadline - now, "fetching from the VoD server");
             tokio::spawn(fetch_piece(session.clone(), plan.clone(), server.clone(), ledger.clone(), piece, blocks));
         }
     }

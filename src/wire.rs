@@ -269,6 +269,9 @@ pub struct ExtendedHandshake {
     /// BEP 9: size of the info dictionary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_size: Option<i64>,
+    /// The ccfd extension's offer (docs/ccfd-extension.md), read leniently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccfd: Option<serde_bencode::value::Value>,
 }
 
 impl ExtendedHandshake {

@@ -2,81 +2,23 @@
 //! a download through hostile links (resets, stalls, garbage, slow seeds).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use ccfd_bt::choker::ChokerConfig;
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
 use ccfd_bt::session::{PeerSnapshot, Session, SessionConfig};
 use ccfd_bt::storage::OpenMode;
 use ccfd_bt::world::{Faults, World};
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    ccfd_bt::world::pseudo_random_bytes(len, seed)
-}
+use common::inproc::*;
 
 fn ip(b: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 50, b, host))
 }
 
-/// Writes `data` as `dir/name`, keeping only the bytes in `keep` (the rest
-/// zeroed, so those pieces fail the check and count as missing).
-fn write_part(dir: &Path, name: &str, data: &[u8], keep: std::ops::Range<usize>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut part = vec![0u8; data.len()];
-    part[keep.clone()].copy_from_slice(&data[keep]);
-    std::fs::write(dir.join(name), part).unwrap();
-}
-
-/// A torrent without trackers for `data` named `name`.
-fn torrent(dir: &Path, name: &str, data: &[u8], piece_length: u64) -> Arc<Metainfo> {
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join(name), data).unwrap();
-    let opts = CreateOptions { piece_length, trackers: Vec::new(), web_seeds: Vec::new() };
-    Arc::new(Metainfo::from_bytes(&metainfo::create(&src.join(name), &opts).unwrap()).unwrap())
-}
-
-/// `CCFD_TEST_LOG=debug` shows the engine's log on stderr.
-fn init_log() {
-    if let Ok(level) = std::env::var("CCFD_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(format!("ccfd_bt={level}")).with_test_writer().try_init();
-    }
-}
-
-struct Node {
-    client: Client,
-    session: Arc<Session>,
-}
-
-async fn node(ip: IpAddr, up: Option<u64>, meta: &Arc<Metainfo>, dir: &Path, config: SessionConfig, peers: Vec<SocketAddr>) -> Node {
-    let client = Client::start(ClientConfig { bind: ip, port: 0, upload_rate: up, ..ClientConfig::default() }).await.unwrap();
-    let session = Session::start(client.shared.clone(), meta.clone(), dir, OpenMode::Existing, config, peers).await.unwrap();
-    Node { client, session }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.client.shutdown();
-    }
-}
-
 fn peer_at(list: &[PeerSnapshot], addr: SocketAddr) -> Option<&PeerSnapshot> {
     list.iter().find(|p| p.addr.ip() == addr.ip())
-}
-
-/// Polls `f` every 100 ms until it is true; false after `limit`.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// L holds the first half of a file; F, S1 and S2 the second half, F

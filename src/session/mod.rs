@@ -9,7 +9,10 @@
 //! Why a mutex and not an actor: the hot path is one short critical section
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
+mod coded;
 mod verify;
+
+pub use coded::{generation_id as coded_generation_id, CodedReceipt, Evidence};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -78,6 +81,8 @@ pub enum PeerCommand {
     Choke(bool),
     /// Close the connection (banned, duplicate, or shutting down).
     Close,
+    /// Our rank for a block we receive coded changed: tell coded neighbours.
+    CodedRank(BlockRef, u16),
 }
 
 /// Why a connection was not admitted.
@@ -101,6 +106,8 @@ struct PeerEntry {
     unchoked: bool,
     /// It chokes us (every connection starts choked).
     chokes_us: bool,
+    /// Coded cooperation is on with it.
+    coded: bool,
     is_seed: bool,
     /// Sends nothing we asked for: no regular unchoke slot.
     snubbed: bool,
@@ -115,8 +122,10 @@ struct PeerEntry {
 
 struct PieceBuffer {
     data: Vec<u8>,
-    /// Who sent each block (None: not received yet).
+    /// Who sent each block over the plain wire (None: not yet, or coded).
     block_from: Vec<Option<IpAddr>>,
+    /// The packets coded blocks were decoded from, with their senders.
+    coded: Vec<Evidence>,
 }
 
 /// A block of a piece that failed its hash: who sent it and its SHA-1. When
@@ -172,6 +181,8 @@ struct SwarmState {
     bytes_from: BTreeMap<SocketAddr, u64>,
     /// Bytes the VoD server (web seed) sent.
     server_bytes: u64,
+    /// Bytes of blocks decoded from coded packets.
+    coded_bytes: u64,
     completed_at: Option<Instant>,
 }
 
@@ -198,6 +209,8 @@ pub struct Snapshot {
     pub bytes_from: BTreeMap<SocketAddr, u64>,
     /// Bytes from the VoD server (web seed).
     pub server_bytes: u64,
+    /// Bytes decoded from coded packets (ccfd), part of `downloaded`.
+    pub coded_bytes: u64,
     pub banned: Vec<IpAddr>,
     /// Connected peers, by address.
     pub peer_list: Vec<PeerSnapshot>,
@@ -221,6 +234,8 @@ pub struct PeerSnapshot {
     pub unchokes_us: bool,
     /// It holds our optimistic unchoke slot.
     pub optimistic: bool,
+    /// Coded cooperation is on with it.
+    pub coded: bool,
     /// It wants data from us.
     pub interested: bool,
     pub snubbed: bool,
@@ -245,6 +260,8 @@ pub struct Session {
     /// Pieces in verification at once: the backpressure that bounds memory
     /// when the network outruns hashing.
     verify_slots: Arc<Semaphore>,
+    /// Coded cooperation: decoders, the source cache, evidence.
+    coded: Mutex<coded::CodedState>,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -302,6 +319,7 @@ impl Session {
                 piece_failures: 0,
                 bytes_from: BTreeMap::new(),
                 server_bytes: 0,
+                coded_bytes: 0,
                 completed_at: complete.then_some(started),
             }),
             complete_tx: watch::channel(complete).0,
@@ -311,6 +329,7 @@ impl Session {
             stream: Mutex::new(None),
             verify_tx,
             verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
+            coded: Mutex::new(coded::CodedState::default()),
             shutdown: client.shutdown.child_token(),
             started,
             meta: meta.clone(),
@@ -386,6 +405,7 @@ impl Session {
             peers: s.peers.len(),
             bytes_from: s.bytes_from.clone(),
             server_bytes: s.server_bytes,
+            coded_bytes: s.coded_bytes,
             banned: s.banned.iter().copied().collect(),
             peer_list: {
                 let optimistic = s.choker.optimistic();
@@ -400,6 +420,7 @@ impl Session {
                         unchoked: p.unchoked,
                         unchokes_us: !p.chokes_us,
                         optimistic: optimistic == Some(key),
+                        coded: p.coded,
                         interested: p.interested,
                         snubbed: p.snubbed,
                         is_seed: p.is_seed,
@@ -465,6 +486,7 @@ impl Session {
             interested: false,
             unchoked: false,
             chokes_us: true,
+            coded: false,
             is_seed: false,
             snubbed: false,
             down_tick: 0,
@@ -550,6 +572,13 @@ impl Session {
         }
     }
 
+    /// Both sides agreed on coded cooperation.
+    pub fn peer_coded(&self, key: PeerKey) {
+        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+            p.coded = true;
+        }
+    }
+
     /// The peer choked or unchoked us.
     pub fn peer_choking(&self, key: PeerKey, choking: bool) {
         if let Some(p) = lock(&self.state).peers.get_mut(&key) {
@@ -607,7 +636,7 @@ impl Session {
     /// A block arrived from the VoD server.
     pub fn on_server_block(&self, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         let mut s = lock(&self.state);
-        self.accept_block(&mut s, SERVER_KEY, None, block, data)
+        self.accept_block(&mut s, SERVER_KEY, None, block, data, Vec::new())
     }
 
     /// Returns requests of a peer to the pool (choked, snubbed, timed out).
@@ -626,10 +655,11 @@ impl Session {
         peer.down_tick += u64::from(block.length);
         peer.snubbed = false;
         let addr = peer.addr;
-        self.accept_block(&mut s, key, Some(addr), block, data)
+        self.accept_block(&mut s, key, Some(addr), block, data, Vec::new())
     }
 
-    /// Stores a block from a peer (`from`) or the server (`None`).
+    /// Stores a block from a peer (`from`) or the server (`None`);
+    /// `evidence` is non-empty for a block decoded from coded packets.
     fn accept_block(
         &self,
         s: &mut SwarmState,
@@ -637,6 +667,7 @@ impl Session {
         from: Option<SocketAddr>,
         block: BlockRef,
         data: &Bytes,
+        evidence: Vec<Evidence>,
     ) -> Option<CompletedPiece> {
         match s.picker.block_received(key, block) {
             BlockOutcome::Unwanted => {
@@ -646,6 +677,9 @@ impl Session {
             BlockOutcome::Accepted { complete, cancel } => {
                 let len = u64::from(block.length);
                 s.downloaded += len;
+                if !evidence.is_empty() {
+                    s.coded_bytes += len;
+                }
                 match from {
                     Some(addr) => *s.bytes_from.entry(addr).or_default() += len,
                     None => s.server_bytes += len,
@@ -656,12 +690,14 @@ impl Session {
                     let mut data = s.pool.pop().unwrap_or_default();
                     // Recycled bytes are never read: a piece completes only when every block was written.
                     data.resize(piece_len, 0);
-                    s.buffers.insert(block.piece, PieceBuffer { data, block_from: vec![None; blocks] });
+                    s.buffers.insert(block.piece, PieceBuffer { data, block_from: vec![None; blocks], coded: Vec::new() });
                 }
                 let buf = s.buffers.get_mut(&block.piece)?;
                 let at = block.offset as usize;
                 buf.data[at..at + data.len()].copy_from_slice(data);
-                buf.block_from[at / BLOCK_SIZE as usize] = from.map(|a| a.ip());
+                // A coded block is blamed through its packets, not its last sender.
+                buf.block_from[at / BLOCK_SIZE as usize] = if evidence.is_empty() { from.map(|a| a.ip()) } else { None };
+                buf.coded.extend(evidence);
                 for other in cancel {
                     if let Some(p) = s.peers.get(&other) {
                         let _ = p.tx.send(PeerCommand::Cancel(block));

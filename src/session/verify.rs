@@ -100,7 +100,12 @@ impl Session {
     /// Applies the outcome of one verification to the swarm state.
     fn settle(&self, s: &mut SwarmState, job: VerifyJob) {
         let VerifyJob { piece, buf, good, block_hashes, suspects, .. } = job;
-        let PieceBuffer { data, block_from } = buf;
+        let PieceBuffer { data, block_from, coded } = buf;
+        if good {
+            self.coded_piece_verified(s, piece, &data);
+        } else if !coded.is_empty() {
+            self.coded_piece_failed(piece, coded);
+        }
         if s.pool.len() < POOL_LIMIT {
             s.pool.push(data);
         }
@@ -130,11 +135,7 @@ impl Session {
         if senders.len() == 1 {
             // One sender: it is certainly to blame.
             for ip in senders {
-                let strikes = s.strikes.entry(ip).or_default();
-                *strikes += 1;
-                if *strikes >= self.config.ban_strikes {
-                    self.ban(s, ip);
-                }
+                self.strike(s, ip);
             }
         }
         let mut list = suspects.unwrap_or_default();
@@ -143,7 +144,16 @@ impl Session {
         s.suspects.insert(piece, list);
     }
 
-    fn ban(&self, s: &mut SwarmState, ip: IpAddr) {
+    /// One more strike against `ip`; banned at the configured count.
+    pub(super) fn strike(&self, s: &mut SwarmState, ip: IpAddr) {
+        let strikes = s.strikes.entry(ip).or_default();
+        *strikes += 1;
+        if *strikes >= self.config.ban_strikes {
+            self.ban(s, ip);
+        }
+    }
+
+    pub(super) fn ban(&self, s: &mut SwarmState, ip: IpAddr) {
         if s.banned.insert(ip) {
             tracing::warn!(%ip, "banned for sending corrupt data");
         }

@@ -2,6 +2,8 @@
 //! opentracker with a whitelist, payloads, and the ccfd-bt binary.
 #![allow(dead_code)]
 
+pub mod inproc;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -23,6 +23,10 @@ pub struct Policy {
     pub margin: f64,
     /// A piece predicted late by up to this much is duplicated to a second peer.
     pub duplicate_margin: f64,
+    /// A piece whose server cut-off is this close (seconds) has its in-flight
+    /// blocks asked again from any peer that can still make it: a block
+    /// stuck at a slow or stalled peer would otherwise go to the server.
+    pub rescue_window: f64,
 }
 
 impl Default for Policy {
@@ -30,7 +34,7 @@ impl Default for Policy {
         // Measured in the VoD bench (4 worlds, R = 60 kB/s, 70 kB/s peers): a
         // 60 s horizon and an optimistic prior took 3.7% of the movie from the
         // server, against 7.8% with 20 s and 20 kB/s.
-        Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0 }
+        Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0, rescue_window: 3.0 }
     }
 }
 
@@ -60,7 +64,8 @@ pub struct PeerView {
 pub struct PeerPlan {
     /// Pieces to request blocks of, earliest deadline first.
     pub urgent: Vec<u32>,
-    /// Pieces predicted slightly late: request their in-flight blocks again here.
+    /// Pieces predicted slightly late, or feasible here and close to their
+    /// cut-off: request their in-flight blocks again here.
     pub duplicate: Vec<u32>,
     /// Pieces predicted to miss their cut-off from this peer, earliest first:
     /// worth asking for only after the urgent ones.
@@ -99,6 +104,9 @@ impl Policy {
             if finish <= cutoff {
                 plan.urgent.push(piece.index);
                 queued += piece.remaining as f64;
+                if piece.requested && cutoff - now <= self.rescue_window {
+                    plan.duplicate.push(piece.index);
+                }
             } else if piece.requested && finish <= cutoff + self.duplicate_margin {
                 plan.duplicate.push(piece.index);
             } else if now < cutoff {
@@ -125,7 +133,7 @@ mod tests {
 
     #[test]
     fn feasible_pieces_earliest_deadline_first_and_lost_ones_skipped() {
-        let policy = Policy { horizon: 10.0, prior_rate: 10_000.0, margin: 0.0, duplicate_margin: 0.0 };
+        let policy = Policy { horizon: 10.0, prior_rate: 10_000.0, margin: 0.0, duplicate_margin: 0.0, rescue_window: 0.0 };
         // 10 kB/s peer, nothing queued. Piece 0 due in 0.5 s needs 1 s: lost.
         // Piece 1 due at 2 s needs 1 s: fine; piece 2 due at 2.5 s would finish at 2 s: fine;
         // piece 3 (20 kB) due at 3 s would finish at 3.5 s: lost.
@@ -161,6 +169,21 @@ mod tests {
         let plan = policy.plan_for_peer(0.0, &[late, not_requested], &peer, |_| true, |p| p.deadline);
         assert_eq!(plan.duplicate, vec![0]);
         assert!(plan.urgent.is_empty());
+    }
+
+    #[test]
+    fn a_piece_near_its_cut_off_is_rescued_by_a_peer_that_can_make_it() {
+        let policy = Policy { horizon: 10.0, margin: 0.0, rescue_window: 3.0, ..Policy::default() };
+        // Both pieces' last blocks are in flight at some other peer; this one
+        // (10 kB/s) can finish either in time.
+        let mut soon = piece(0, 2.0, 10_000);
+        soon.requested = true;
+        let mut later = piece(1, 8.0, 10_000);
+        later.requested = true;
+        let peer = PeerView { rate: 10_000.0, queued: 0 };
+        let plan = policy.plan_for_peer(0.0, &[soon, later], &peer, |_| true, |p| p.deadline);
+        assert_eq!(plan.urgent, vec![0, 1]);
+        assert_eq!(plan.duplicate, vec![0], "only the piece within 3 s of its cut-off is asked twice");
     }
 
     #[test]

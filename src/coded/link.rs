@@ -1,0 +1,439 @@
+//! One connection's side of coded cooperation.
+//!
+//! Receiving: the connection asks for blocks with `want` (credits), feeds
+//! arriving datagrams to the session's decoders, reports its rank, renews
+//! credits when a block stalls (a lost packet costs one more, never a
+//! retransmission) and returns loss and delay feedback.
+//!
+//! Sending: a task per connection holds the peer's wants and credits and
+//! sends round-robin over them: systematic packets first, then seeded
+//! combinations of the verified piece, or recodings of what we are still
+//! receiving for a neighbour at a lower rank. It is paced by the client's
+//! upload cap and a delay-based rate (LEDBAT-like): queues slow it down,
+//! random loss does not.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::proto::{datagram_packet, encode_datagram, Control, DatagramHeader, Offer, GENERATION, SYMBOL_SIZE};
+use super::{Arrival, CodedTransport};
+use crate::coding::packet::{Coefficients, Packet};
+use crate::picker::PeerKey;
+use crate::session::coded_generation_id;
+use crate::session::{CompletedPiece, Session};
+use crate::wire::{BlockRef, BLOCK_SIZE};
+
+/// Credits asked beyond the missing rank (a couple of losses need no round trip).
+const SPARE: u32 = 2;
+/// Most credits a sender holds for one block.
+const MAX_CREDITS: u32 = 4 * GENERATION as u32;
+/// A want without a packet for this long is renewed.
+const RENEW_AFTER: Duration = Duration::from_millis(40);
+/// Feedback at most this often.
+const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
+/// Pacing: start rate, floor and ceiling (bytes per second), and the queuing-delay target.
+const START_RATE: f64 = 256_000.0;
+const MIN_RATE: f64 = 16_000.0;
+const MAX_RATE: f64 = 400_000_000.0;
+const TARGET_DELAY_US: i64 = 25_000;
+
+/// Work for a connection's sender task.
+#[derive(Debug, Clone, Copy)]
+pub enum SendOrder {
+    Control(Control),
+    /// We choke the peer: forget every want.
+    DropAll,
+}
+
+/// One of our wants at this peer.
+struct Want {
+    granted: u32,
+    got: u32,
+    last_packet: Instant,
+}
+
+/// What a datagram did, for the connection to act on.
+#[derive(Default)]
+pub struct ArrivalOutcome {
+    /// Bytes of innovative payload (for rate estimates).
+    pub innovative_bytes: u64,
+    /// The block decoded (it leaves the request pipeline).
+    pub decoded: Option<BlockRef>,
+    /// The block completed its piece: hand it to `Session::verify`.
+    pub completed: Option<CompletedPiece>,
+}
+
+/// The coded side of one connection.
+pub struct CodedLink {
+    transport: Arc<CodedTransport>,
+    our_token: [u8; 8],
+    /// The peer's extension id for ccfd, once both offers agree.
+    pub peer_msg_id: Option<u8>,
+    orders: Option<mpsc::UnboundedSender<SendOrder>>,
+    wants: HashMap<BlockRef, Want>,
+    received: u32,
+    highest_seq: u32,
+    last_delay: u32,
+    reported: u32,
+    last_feedback: Instant,
+    /// Non-innovative or unusable datagrams, for the log.
+    pub wasted: u64,
+}
+
+impl CodedLink {
+    /// Registers a connection to `peer_ip` with the transport.
+    pub fn new(transport: Arc<CodedTransport>, peer_ip: IpAddr) -> (CodedLink, mpsc::Receiver<Arrival>) {
+        let (our_token, rx) = transport.register(peer_ip);
+        let link = CodedLink {
+            transport,
+            our_token,
+            peer_msg_id: None,
+            orders: None,
+            wants: HashMap::new(),
+            received: 0,
+            highest_seq: 0,
+            last_delay: 0,
+            reported: 0,
+            last_feedback: Instant::now(),
+            wasted: 0,
+        };
+        (link, rx)
+    }
+
+    /// What we put in our extended handshake.
+    pub fn offer(&self) -> Offer {
+        Offer::ours(self.transport.port, self.our_token)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.orders.is_some()
+    }
+
+    /// The peer's offer arrived: if it agrees with ours, start sending to it.
+    /// `polluter` makes the sender corrupt every payload (the hostile-peer harness).
+    pub fn activate(&mut self, session: Arc<Session>, key: PeerKey, peer_ip: IpAddr, theirs: &Offer, msg_id: u8, polluter: bool) {
+        if self.is_active() || !self.offer().compatible(theirs) {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let to = SocketAddr::new(peer_ip, theirs.port);
+        session.peer_coded(key);
+        let sender = Sender { session, key, transport: self.transport.clone(), to, token: theirs.token, polluter };
+        tokio::spawn(sender.run(rx));
+        self.orders = Some(tx);
+        self.peer_msg_id = Some(msg_id);
+    }
+
+    /// Asks the peer for `block`; the control message to send.
+    pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
+        session.coded_open(block);
+        let credits = GENERATION as u32 + SPARE;
+        self.wants.insert(block, Want { granted: credits, got: 0, last_packet: Instant::now() });
+        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 }
+    }
+
+    /// Whether `block` is one of our coded wants here.
+    pub fn wants(&self, block: &BlockRef) -> bool {
+        self.wants.contains_key(block)
+    }
+
+    /// Drops a want (the block came another way, or the peer choked us).
+    pub fn forget(&mut self, block: &BlockRef) -> Option<Control> {
+        self.wants.remove(block).map(|_| Control::Cancel { piece: block.piece, offset: block.offset })
+    }
+
+    pub fn forget_all(&mut self) {
+        self.wants.clear();
+    }
+
+    /// A control message from the peer. Wants are served only while we unchoke it.
+    pub fn on_control(&mut self, msg: Control, we_choke: bool) {
+        let Some(orders) = &self.orders else { return };
+        if matches!(msg, Control::Want { .. }) && we_choke {
+            return;
+        }
+        let _ = orders.send(SendOrder::Control(msg));
+    }
+
+    /// We choked the peer: its wants are void.
+    pub fn on_choke(&mut self) {
+        if let Some(orders) = &self.orders {
+            let _ = orders.send(SendOrder::DropAll);
+        }
+    }
+
+    /// Tells our sender a neighbour's rank changed; used for our own rank
+    /// broadcast too (the connection sends the message).
+    pub fn rank_message(block: BlockRef, rank: u16) -> Control {
+        Control::Rank { piece: block.piece, offset: block.offset, rank }
+    }
+
+    /// One datagram from the peer.
+    pub fn on_arrival(&mut self, arrival: Arrival, session: &Session, key: PeerKey, peer_ip: IpAddr) -> ArrivalOutcome {
+        let mut out = ArrivalOutcome::default();
+        self.received = self.received.wrapping_add(1);
+        self.highest_seq = self.highest_seq.max(arrival.header.seq);
+        self.last_delay = self.transport.stamp().wrapping_sub(arrival.header.stamp_us);
+        let Ok(packet) = datagram_packet(&arrival.bytes) else {
+            self.wasted += 1;
+            return out;
+        };
+        let Some(block) = block_of(session, &packet) else {
+            self.wasted += 1;
+            return out;
+        };
+        let Some(receipt) = session.coded_receive(key, peer_ip, block, &packet) else {
+            self.wasted += 1;
+            return out;
+        };
+        if let Some(w) = self.wants.get_mut(&block) {
+            w.got += 1;
+            w.last_packet = arrival.at;
+        }
+        if receipt.innovative {
+            out.innovative_bytes = SYMBOL_SIZE as u64;
+        } else {
+            self.wasted += 1;
+        }
+        if receipt.decoded {
+            self.wants.remove(&block);
+            out.decoded = Some(block);
+            out.completed = receipt.completed;
+        }
+        out
+    }
+
+    /// Every few milliseconds: renew stalled wants and send feedback. Returns
+    /// the control messages to send.
+    pub fn on_timer(&mut self, session: &Session) -> Vec<Control> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let loss = if self.highest_seq > 0 { 1.0 - f64::from(self.received) / f64::from(self.highest_seq + 1) } else { 0.0 };
+        for (block, w) in &mut self.wants {
+            let used_up = w.got >= w.granted;
+            if used_up || now.duration_since(w.last_packet) >= RENEW_AFTER {
+                let rank = u32::from(session.coded_rank(*block).unwrap_or(0));
+                let missing = (GENERATION as u32).saturating_sub(rank);
+                if missing == 0 {
+                    continue;
+                }
+                let spare = SPARE + (loss.clamp(0.0, 0.9) * missing as f64 * 1.5).ceil() as u32;
+                let credits = (missing + spare).min(MAX_CREDITS);
+                w.granted = credits;
+                w.got = 0;
+                w.last_packet = now;
+                out.push(Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 });
+            }
+        }
+        if self.received != self.reported && now.duration_since(self.last_feedback) >= FEEDBACK_EVERY {
+            self.reported = self.received;
+            self.last_feedback = now;
+            out.push(Control::Feedback { received: self.received, highest_seq: self.highest_seq, delay_us: self.last_delay });
+        }
+        out
+    }
+}
+
+impl Drop for CodedLink {
+    fn drop(&mut self) {
+        self.transport.unregister(&self.our_token);
+    }
+}
+
+/// The block a packet is a generation of, if it fits the torrent and our
+/// parameters exactly.
+fn block_of(session: &Session, p: &Packet) -> Option<BlockRef> {
+    let id = p.id;
+    if usize::from(id.k) != GENERATION || usize::from(id.symbol_size) != SYMBOL_SIZE || id.piece >= session.meta.piece_count() {
+        return None;
+    }
+    let piece_len = session.meta.piece_len(id.piece);
+    let offset = u32::from(id.generation).checked_mul(BLOCK_SIZE)?;
+    if offset >= piece_len || id.len != (piece_len - offset).min(BLOCK_SIZE) {
+        return None;
+    }
+    Some(BlockRef { piece: id.piece, offset, length: id.len })
+}
+
+/// The block at `piece`/`offset` of this torrent, if there is one.
+fn valid_block(session: &Session, piece: u32, offset: u32) -> Option<BlockRef> {
+    if piece >= session.meta.piece_count() || !offset.is_multiple_of(BLOCK_SIZE) {
+        return None;
+    }
+    let piece_len = session.meta.piece_len(piece);
+    (offset < piece_len).then(|| BlockRef { piece, offset, length: (piece_len - offset).min(BLOCK_SIZE) })
+}
+
+/// Credits and progress of one block the peer wants from us.
+struct Feed {
+    credits: u32,
+    sent: u32,
+    their_rank: u16,
+}
+
+struct Sender {
+    session: Arc<Session>,
+    key: PeerKey,
+    transport: Arc<CodedTransport>,
+    to: SocketAddr,
+    token: [u8; 8],
+    polluter: bool,
+}
+
+impl Sender {
+    async fn run(self, mut orders: mpsc::UnboundedReceiver<SendOrder>) {
+        let mut feeds: HashMap<BlockRef, Feed> = HashMap::new();
+        let mut turn: VecDeque<BlockRef> = VecDeque::new();
+        let mut pacer = Pacer::new(self.session.client.upload_cap());
+        let mut rng = StdRng::from_os_rng();
+        let mut seq = 0u32;
+        // Upload-cap tokens taken a block's worth at a time, as the plain
+        // uploader takes them: a shared cap then splits fairly between the two.
+        let mut allowance = 0u64;
+        let shutdown = self.session.shutdown.clone();
+        loop {
+            if turn.is_empty() {
+                let order = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    o = orders.recv() => match o { Some(o) => o, None => return },
+                };
+                self.apply(order, &mut feeds, &mut turn, &mut pacer);
+            }
+            while let Ok(order) = orders.try_recv() {
+                self.apply(order, &mut feeds, &mut turn, &mut pacer);
+            }
+            let Some(block) = turn.pop_front() else { continue };
+            let Some(feed) = feeds.get_mut(&block) else { continue };
+            let Some(mut packet) = self.packet(block, feed, &mut rng).await else {
+                feeds.remove(&block);
+                continue;
+            };
+            feed.credits -= 1;
+            feed.sent += 1;
+            if feed.credits > 0 {
+                turn.push_back(block);
+            }
+            if self.polluter {
+                rng.fill(&mut packet.payload[..]);
+            }
+            let header = DatagramHeader { token: self.token, seq, stamp_us: self.transport.stamp() };
+            seq = seq.wrapping_add(1);
+            let datagram = encode_datagram(&header, &packet);
+            if allowance < datagram.len() as u64 {
+                self.session.client.upload.acquire(u64::from(BLOCK_SIZE)).await;
+                allowance += u64::from(BLOCK_SIZE);
+            }
+            allowance -= datagram.len() as u64;
+            pacer.wait(datagram.len()).await;
+            self.transport.send(self.to, &datagram).await;
+            self.session.on_upload(self.key, SYMBOL_SIZE as u64);
+        }
+    }
+
+    fn apply(&self, order: SendOrder, feeds: &mut HashMap<BlockRef, Feed>, turn: &mut VecDeque<BlockRef>, pacer: &mut Pacer) {
+        let k = GENERATION as u16;
+        match order {
+            SendOrder::DropAll => {
+                feeds.clear();
+                turn.clear();
+            }
+            SendOrder::Control(Control::Want { piece, offset, length, credits }) => {
+                let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
+                let feed = feeds.entry(block).or_insert(Feed { credits: 0, sent: 0, their_rank: 0 });
+                if feed.credits == 0 {
+                    turn.push_back(block);
+                }
+                feed.credits = u32::from(credits).min(MAX_CREDITS);
+            }
+            SendOrder::Control(Control::Rank { piece, offset, rank }) => {
+                let Some(block) = valid_block(&self.session, piece, offset) else { return };
+                if rank >= k {
+                    feeds.remove(&block);
+                    return;
+                }
+                if let Some(f) = feeds.get_mut(&block) {
+                    f.their_rank = rank;
+                    return;
+                }
+                // A neighbour receiving this block at a lower rank than ours
+                // while we still receive it too: recode for it, within the gap.
+                let ours = if self.session.has_piece(piece) { None } else { self.session.coded_rank(block) };
+                if let Some(ours) = ours.filter(|&r| r > rank) {
+                    feeds.insert(block, Feed { credits: u32::from(ours - rank), sent: k.into(), their_rank: rank });
+                    turn.push_back(block);
+                }
+            }
+            SendOrder::Control(Control::Cancel { piece, offset }) => {
+                feeds.retain(|b, _| b.piece != piece || b.offset != offset);
+            }
+            SendOrder::Control(Control::Feedback { delay_us, .. }) => pacer.on_feedback(delay_us),
+        }
+    }
+
+    /// The next packet of `block` for this peer: from the verified piece
+    /// (systematic first, then seeded), else recoded from what we receive.
+    async fn packet(&self, block: BlockRef, feed: &Feed, rng: &mut StdRng) -> Option<Packet> {
+        let id = coded_generation_id(block);
+        if let Some(split) = self.session.coded_source(block.piece).await {
+            let generation = split.get((block.offset / BLOCK_SIZE) as usize)?;
+            let (coefficients, payload) = if (feed.sent as usize) < GENERATION {
+                let i = feed.sent as usize;
+                (Coefficients::Systematic(i as u16), generation.symbol(i).to_vec())
+            } else {
+                let seed: u64 = rng.random();
+                (Coefficients::Seeded(seed), generation.coded(seed))
+            };
+            return Some(Packet { id, coefficients, payload });
+        }
+        self.session.coded_recode(block, feed.their_rank, rng)
+    }
+}
+
+/// Paces one connection's datagrams: a rate that grows while the receiver
+/// sees no queuing delay and shrinks when it does.
+struct Pacer {
+    rate: f64,
+    ceiling: f64,
+    next: Instant,
+    first_delay: Option<u32>,
+    base_delay: i64,
+    /// Until the first sign of a queue the rate grows by half per feedback.
+    slow_start: bool,
+}
+
+impl Pacer {
+    fn new(cap: Option<u64>) -> Pacer {
+        let ceiling = cap.map_or(MAX_RATE, |c| c as f64 * 1.1);
+        Pacer { rate: START_RATE.min(ceiling), ceiling, next: Instant::now(), first_delay: None, base_delay: i64::MAX, slow_start: true }
+    }
+
+    async fn wait(&mut self, len: usize) {
+        let now = Instant::now();
+        if self.next > now + Duration::from_millis(1) {
+            tokio::time::sleep_until(self.next.into()).await;
+        }
+        self.next = self.next.max(now) + Duration::from_secs_f64(len as f64 / self.rate);
+    }
+
+    /// A one-way delay sample from the receiver (its clock minus our stamp).
+    fn on_feedback(&mut self, delay_us: u32) {
+        let first = *self.first_delay.get_or_insert(delay_us);
+        let d = i64::from(delay_us.wrapping_sub(first) as i32);
+        self.base_delay = self.base_delay.min(d);
+        let queuing = d - self.base_delay;
+        if queuing < TARGET_DELAY_US {
+            let grown = if self.slow_start { self.rate * 1.5 } else { self.rate + 32_000.0 };
+            self.rate = grown.min(self.ceiling);
+        } else {
+            self.slow_start = false;
+            let excess = (queuing - TARGET_DELAY_US) as f64 / TARGET_DELAY_US as f64;
+            self.rate = (self.rate * (1.0 - 0.25 * excess.min(1.0))).max(MIN_RATE);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Coded cooperation (ccfd) in-process: transfers through a seeded lossy
+//! UDP shim, three receivers cooperating from one seed, a polluter, and a
+//! swarm mixing coded and plain peers. Every file must come out exact.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ccfd_bt::client::ClientConfig;
+use ccfd_bt::coded::UdpShim;
+use ccfd_bt::metainfo::Metainfo;
+use ccfd_bt::session::SessionConfig;
+use common::inproc::*;
+
+const LEN: usize = 1_500_000;
+const PIECE: u64 = 64 * 1024;
+
+fn ip(b: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 52, b, host))
+}
+
+fn config(ip: IpAddr) -> ClientConfig {
+    ClientConfig { bind: ip, port: 0, ..ClientConfig::default() }
+}
+
+/// A seed holding all of `data`.
+async fn seed(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, data: &[u8]) -> Node {
+    write_part(dir, "f.bin", data, 0..data.len());
+    node_with(client, meta, dir, SessionConfig::default(), Vec::new()).await
+}
+
+/// A leecher dialing `peers`, starting from an empty (zeroed) file.
+async fn leecher(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, peers: Vec<SocketAddr>) -> Node {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("f.bin"), vec![0u8; meta.total_length as usize]).unwrap();
+    node_with(client, meta, dir, SessionConfig::default(), peers).await
+}
+
+async fn complete(nodes: &[&Node], limit: Duration) -> bool {
+    eventually(limit, || nodes.iter().all(|n| n.session.is_complete())).await
+}
+
+fn assert_exact(dir: &Path, data: &[u8]) {
+    let got = std::fs::read(dir.join("f.bin")).unwrap();
+    assert!(got == data, "{} differs from the original", dir.display());
+}
+
+async fn lossy_transfer(b: u8, loss: f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(LEN, u64::from(b));
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    let s = seed(config(ip(b, 1)), &meta, &tmp.path().join("seed"), &data).await;
+    let shim = UdpShim { loss, delay: Duration::from_millis(2), seed: u64::from(b) };
+    let client = ClientConfig { udp_shim: Some(shim), ..config(ip(b, 2)) };
+    let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
+    assert!(complete(&[&l], Duration::from_secs(60)).await, "no completion at {loss} loss: {:?}", l.session.snapshot());
+    assert_exact(&tmp.path().join("l"), &data);
+    let snap = l.session.snapshot();
+    assert!(snap.coded_bytes as usize >= LEN * 9 / 10, "only {} of {LEN} bytes came coded at {loss} loss", snap.coded_bytes);
+    assert_eq!(snap.piece_failures, 0);
+    assert!(snap.peer_list.iter().all(|p| p.coded), "the link is coded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_transfer_without_loss() {
+    lossy_transfer(1, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_transfer_at_five_percent_loss() {
+    lossy_transfer(2, 0.05).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_transfer_at_twenty_percent_loss() {
+    lossy_transfer(3, 0.20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_receivers_cooperate_from_one_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(LEN, 4);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    // A seed slower than the receivers together: they must trade among themselves.
+    let seed_client = ClientConfig { upload_rate: Some(400_000), ..config(ip(4, 1)) };
+    let s = seed(seed_client, &meta, &tmp.path().join("seed"), &data).await;
+    let seed_addr = s.client.listen_addr();
+    let a = leecher(config(ip(4, 2)), &meta, &tmp.path().join("a"), vec![seed_addr]).await;
+    let b = leecher(config(ip(4, 3)), &meta, &tmp.path().join("b"), vec![seed_addr, a.client.listen_addr()]).await;
+    let c = leecher(config(ip(4, 4)), &meta, &tmp.path().join("c"), vec![seed_addr, a.client.listen_addr(), b.client.listen_addr()]).await;
+    assert!(complete(&[&a, &b, &c], Duration::from_secs(60)).await);
+    let mut from_neighbours = 0;
+    for (n, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert_exact(&tmp.path().join(name), &data);
+        let snap = n.session.snapshot();
+        assert!(snap.coded_bytes > 0, "{name} got nothing coded");
+        from_neighbours += snap.bytes_from.iter().filter(|(addr, _)| addr.ip() != seed_addr.ip()).map(|(_, b)| *b).sum::<u64>();
+    }
+    let uploaded = s.session.snapshot().uploaded;
+    assert!(from_neighbours > 0, "the receivers helped each other");
+    assert!(uploaded < 3 * LEN as u64, "the seed sent {uploaded} bytes: every receiver took all from it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polluter_is_banned_and_the_file_stays_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(LEN, 5);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    let honest = seed(config(ip(5, 1)), &meta, &tmp.path().join("honest"), &data).await;
+    let polluter_client = ClientConfig { coded_polluter: true, ..config(ip(5, 9)) };
+    let polluter = seed(polluter_client, &meta, &tmp.path().join("polluter"), &data).await;
+    let peers = vec![polluter.client.listen_addr(), honest.client.listen_addr()];
+    let l = leecher(config(ip(5, 2)), &meta, &tmp.path().join("l"), peers).await;
+    assert!(complete(&[&l], Duration::from_secs(90)).await, "{:?}", l.session.snapshot());
+    assert_exact(&tmp.path().join("l"), &data);
+    let snap = l.session.snapshot();
+    assert!(snap.banned.contains(&ip(5, 9)), "the polluter is banned: {:?}", snap.banned);
+    assert!(!snap.banned.contains(&ip(5, 1)), "the honest seed is not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_and_plain_peers_share_one_swarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_log();
+    let data = payload(LEN, 6);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    // A capped seed: both leechers take seconds, so each gets part from it.
+    let s = seed(ClientConfig { upload_rate: Some(300_000), ..config(ip(6, 1)) }, &meta, &tmp.path().join("seed"), &data).await;
+    let plain =
+        leecher(ClientConfig { coded: false, ..config(ip(6, 2)) }, &meta, &tmp.path().join("plain"), vec![s.client.listen_addr()]).await;
+    let coded = leecher(config(ip(6, 3)), &meta, &tmp.path().join("coded"), vec![s.client.listen_addr(), plain.client.listen_addr()]).await;
+    assert!(complete(&[&plain, &coded], Duration::from_secs(60)).await);
+    assert_exact(&tmp.path().join("plain"), &data);
+    assert_exact(&tmp.path().join("coded"), &data);
+    assert_eq!(plain.session.snapshot().coded_bytes, 0, "a peer with the extension off never goes coded");
+    let coded_snap = coded.session.snapshot();
+    assert!(coded_snap.coded_bytes > 0, "{coded_snap:?}");
+    let with_plain = coded_snap.peer_list.iter().find(|p| p.addr.ip() == ip(6, 2));
+    assert!(with_plain.is_none_or(|p| !p.coded), "the link to the plain peer stays plain");
+}

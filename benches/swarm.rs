@@ -1,6 +1,6 @@
 //! Distribution time against the fluid bound.
 //!
-//! `cargo bench --bench swarm -- [--n 6,12,24] [--rate-kib 1024] [--size-mib 32] [--no-libtorrent]`
+//! `cargo bench --bench swarm -- [--n 6,12,24] [--rate-kib 1024] [--size-mib 32] [--no-libtorrent] [--coded on|off|both]`
 //!
 //! One seed and N leechers, every upload capped at the same rate u, the
 //! file F, everyone starting together. The fluid bound (Kumar and Ross) is
@@ -23,10 +23,12 @@ struct Options {
     rate: u64,
     file: u64,
     libtorrent: bool,
+    /// ccfd-bt runs with coded cooperation on, off, or both.
+    coded: Vec<bool>,
 }
 
 fn parse_args() -> Options {
-    let mut o = Options { sizes: vec![6], rate: 1 << 20, file: 32 << 20, libtorrent: true };
+    let mut o = Options { sizes: vec![6], rate: 1 << 20, file: 32 << 20, libtorrent: true, coded: vec![true, false] };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -35,6 +37,13 @@ fn parse_args() -> Options {
             "--rate-kib" => o.rate = value().parse::<u64>().expect("--rate-kib KIB") << 10,
             "--size-mib" => o.file = value().parse::<u64>().expect("--size-mib MIB") << 20,
             "--no-libtorrent" => o.libtorrent = false,
+            "--coded" => {
+                o.coded = match value().as_str() {
+                    "on" => vec![true],
+                    "off" => vec![false],
+                    _ => vec![true, false],
+                }
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -47,8 +56,9 @@ struct Outcome {
     seed_uploaded: u64,
 }
 
-fn ccfd_swarm(dir: &Path, content: &Path, n: usize, rate: u64, subnet: u8) -> Outcome {
+fn ccfd_swarm(dir: &Path, content: &Path, n: usize, rate: u64, subnet: u8, coded: bool) -> Outcome {
     let mut world = World::new(61, subnet).expect("world");
+    world.options.coded = coded;
     world.options.download_timeout = Duration::from_secs(1800);
     world.options.data_dir = Some(dir.join("ccfd-seed"));
     let seed = world.peer(Some(rate), None).expect("seed");
@@ -112,7 +122,11 @@ fn main() {
     for (k, &n) in o.sizes.iter().enumerate() {
         let dir = tmp.path().join(format!("n{n}"));
         std::fs::create_dir_all(&dir).unwrap();
-        row(n, "ccfd-bt (super-seed)", &ccfd_swarm(&dir, &content, n, o.rate, k as u8));
+        for (j, &coded) in o.coded.iter().enumerate() {
+            let name = if coded { "ccfd-bt coded (super-seed)" } else { "ccfd-bt plain (super-seed)" };
+            let run = dir.join(format!("ccfd-{coded}"));
+            row(n, name, &ccfd_swarm(&run, &content, n, o.rate, (2 * k + j) as u8, coded));
+        }
         if o.libtorrent {
             for (super_seed, name, subnet) in
                 [(false, "libtorrent", 100 + 2 * k as u8), (true, "libtorrent (super-seed)", 101 + 2 * k as u8)]

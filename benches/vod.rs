@@ -2,7 +2,11 @@
 //! sequential, each streaming in the same seeded worlds.
 //!
 //! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
-//! `  [--clients deadline,rarest,sequential,lt-a,lt-b] [--horizon 60] [--prior-kbps 60]`
+//! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60]`
+//!
+//! `deadline-coded` is the deadline picker with coded cooperation on, in a
+//! world whose peers offer it too; every other client runs in a world of
+//! plain peers (coded off), as libtorrent has no ccfd.
 //!
 //! Every world (seed k) is rebuilt for every client, so each starts from the
 //! same saved fractions. Prints the mean share of the movie taken from the
@@ -26,13 +30,13 @@ struct Options {
     prefetch: f64,
     peers: usize,
     upload: u64,
-    /// Which clients to run (by name: deadline, rarest, sequential, lt-a, lt-b).
+    /// Which clients to run (by name: deadline, rarest, sequential, lt-a, lt-b, deadline-coded).
     clients: Vec<String>,
     policy: Policy,
 }
 
 fn parse_args() -> Options {
-    let clients = ["deadline", "rarest", "sequential", "lt-a", "lt-b"].map(String::from).to_vec();
+    let clients = ["deadline", "rarest", "sequential", "lt-a", "lt-b", "deadline-coded"].map(String::from).to_vec();
     let mut o = Options {
         worlds: 10,
         size: 6_000_000,
@@ -68,11 +72,12 @@ fn parse_args() -> Options {
     o
 }
 
-async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMode, net: [u8; 2]) -> Report {
-    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, ..VodWorldConfig::default() };
+async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMode, coded: bool, net: [u8; 2]) -> Report {
+    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, coded, ..VodWorldConfig::default() };
     let world = VodWorld::start(movie, dir, config).await.expect("world");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let client = Client::start(ClientConfig { bind: world.client_ip(0), port: 0, ..ClientConfig::default() }).await.expect("client");
+    let client_config = ClientConfig { bind: world.client_ip(0), port: 0, coded, ..ClientConfig::default() };
+    let client = Client::start(client_config).await.expect("client");
     let out = dir.join("out.bin");
     let opts = StreamOptions {
         rate: o.rate,
@@ -94,7 +99,7 @@ async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMod
 /// python3-libtorrent streaming in the same world (`scripts/lt_vod.py`):
 /// server share and pieces taken whole from the server (fallback mode).
 async fn libtorrent_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: &str, net: [u8; 2]) -> Option<(f64, f64)> {
-    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, ..VodWorldConfig::default() };
+    let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, coded: false, ..VodWorldConfig::default() };
     let world = VodWorld::start(movie, dir, config).await.ok()?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ip = world.client_ip(1);
@@ -143,11 +148,12 @@ fn main() {
     );
     println!("{:<14} {:>20} {:>16} {:>12} {:>8}", "client", "server share (95%)", "missed pieces", "continuity", "stalls");
     let modes = [
-        (PickMode::Deadline, "ccfd deadline", "deadline"),
-        (PickMode::RarestFirst, "rarest-first", "rarest"),
-        (PickMode::Sequential, "sequential", "sequential"),
+        (PickMode::Deadline, "ccfd deadline", "deadline", false),
+        (PickMode::RarestFirst, "rarest-first", "rarest", false),
+        (PickMode::Sequential, "sequential", "sequential", false),
+        (PickMode::Deadline, "deadline coded", "deadline-coded", true),
     ];
-    for (m, (mode, name, key)) in modes.into_iter().enumerate() {
+    for (m, (mode, name, key, coded)) in modes.into_iter().enumerate() {
         if !o.clients.iter().any(|c| c == key) {
             continue;
         }
@@ -158,7 +164,7 @@ fn main() {
         for k in 0..o.worlds {
             let dir = tmp.path().join(format!("{name}-{k}").replace(' ', "-"));
             std::fs::create_dir_all(&dir).unwrap();
-            let r = rt.block_on(one_run(&o, &movie, &dir, k + 1, mode, [73, (m as u64 * o.worlds + k) as u8]));
+            let r = rt.block_on(one_run(&o, &movie, &dir, k + 1, mode, coded, [73, (m as u64 * o.worlds + k) as u8]));
             share.push(r.server_share);
             missed.push(f64::from(r.missed_pieces));
             continuity.push(r.continuity);

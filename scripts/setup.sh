@@ -2,7 +2,8 @@
 # Installs the real programs the interop tests use. Idempotent: re-running is cheap.
 set -euo pipefail
 # mpv and tmux: the watch tests (a player on --serve, the dashboard in a terminal).
-pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux)
+# nftables: the kernel-loss test of coded cooperation (a private network namespace).
+pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

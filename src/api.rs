@@ -75,6 +75,8 @@ pub struct PeerOptions {
     pub piece_length: Option<u64>,
     /// The longest `download` waits for the whole file (metadata included).
     pub download_timeout: Duration,
+    /// Offer coded cooperation (ccfd) to peers.
+    pub coded: bool,
 }
 
 impl Default for PeerOptions {
@@ -88,6 +90,7 @@ impl Default for PeerOptions {
             session: SessionConfig { super_seed: true, ..SessionConfig::default() },
             piece_length: None,
             download_timeout: Duration::from_secs(3600),
+            coded: true,
         }
     }
 }
@@ -125,7 +128,14 @@ impl Peer {
             .thread_name("ccfd-peer")
             .build()
             .map_err(ApiError::Runtime)?;
-        let config = ClientConfig { bind: options.bind, port: options.port, upload_rate, download_rate, ..ClientConfig::default() };
+        let config = ClientConfig {
+            bind: options.bind,
+            port: options.port,
+            upload_rate,
+            download_rate,
+            coded: options.coded,
+            ..ClientConfig::default()
+        };
         let client = runtime.block_on(Client::start(config))?;
         let (data_dir, temp) = match &options.data_dir {
             Some(d) => {

@@ -138,6 +138,9 @@ struct WorldArgs {
     /// No permanent full seed among the world peers.
     #[arg(long)]
     no_permanent_seed: bool,
+    /// World peers and our client stay plain BitTorrent (no coded cooperation).
+    #[arg(long)]
+    no_coded: bool,
     /// Seconds the world peers run before our client starts.
     #[arg(long, default_value_t = 5.0)]
     warmup: f64,

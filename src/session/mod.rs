@@ -10,9 +10,11 @@
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
 mod coded;
+mod stats;
 mod verify;
 
 pub use coded::{generation_id as coded_generation_id, CodedReceipt, Evidence};
+pub use stats::{PeerSnapshot, Snapshot, Totals};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -186,62 +188,6 @@ struct SwarmState {
     completed_at: Option<Instant>,
 }
 
-/// Byte counters for trackers and reports.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Totals {
-    pub downloaded: u64,
-    pub uploaded: u64,
-    pub left: u64,
-}
-
-/// A point-in-time view of a session, for progress lines and `--json`.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub pieces_total: u32,
-    pub pieces_verified: u32,
-    pub verified_bytes: u64,
-    pub total_length: u64,
-    pub downloaded: u64,
-    pub uploaded: u64,
-    pub wasted: u64,
-    pub piece_failures: u32,
-    pub peers: usize,
-    pub bytes_from: BTreeMap<SocketAddr, u64>,
-    /// Bytes from the VoD server (web seed).
-    pub server_bytes: u64,
-    /// Bytes decoded from coded packets (ccfd), part of `downloaded`.
-    pub coded_bytes: u64,
-    pub banned: Vec<IpAddr>,
-    /// Connected peers, by address.
-    pub peer_list: Vec<PeerSnapshot>,
-    pub complete: bool,
-    /// Seconds from session start to the last verified piece.
-    pub seconds_to_complete: Option<f64>,
-}
-
-/// One connected peer as the session sees it.
-#[derive(Debug, Clone)]
-pub struct PeerSnapshot {
-    pub addr: SocketAddr,
-    /// Client name from the peer id (`ccfd-bt 0100`, `libtorrent 2000`).
-    pub client: String,
-    /// Smoothed rates, bytes per second.
-    pub down_rate: f64,
-    pub up_rate: f64,
-    /// We upload to it.
-    pub unchoked: bool,
-    /// It uploads to us (does not choke us).
-    pub unchokes_us: bool,
-    /// It holds our optimistic unchoke slot.
-    pub optimistic: bool,
-    /// Coded cooperation is on with it.
-    pub coded: bool,
-    /// It wants data from us.
-    pub interested: bool,
-    pub snubbed: bool,
-    pub is_seed: bool,
-}
-
 /// A running torrent.
 pub struct Session {
     pub meta: Arc<Metainfo>,
@@ -379,64 +325,6 @@ impl Session {
 
     pub fn peer_count(&self) -> usize {
         lock(&self.state).peers.len()
-    }
-
-    pub fn totals(&self) -> Totals {
-        let s = lock(&self.state);
-        Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - self.verified_bytes(s.picker.have()) }
-    }
-
-    fn verified_bytes(&self, have: &Bitfield) -> u64 {
-        have.ones().map(|i| u64::from(self.meta.piece_len(i))).sum()
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let s = lock(&self.state);
-        let have = s.picker.have();
-        Snapshot {
-            pieces_total: have.len(),
-            pieces_verified: have.count(),
-            verified_bytes: self.verified_bytes(have),
-            total_length: self.meta.total_length,
-            downloaded: s.downloaded,
-            uploaded: s.uploaded,
-            wasted: s.wasted,
-            piece_failures: s.piece_failures,
-            peers: s.peers.len(),
-            bytes_from: s.bytes_from.clone(),
-            server_bytes: s.server_bytes,
-            coded_bytes: s.coded_bytes,
-            banned: s.banned.iter().copied().collect(),
-            peer_list: {
-                let optimistic = s.choker.optimistic();
-                let mut list: Vec<PeerSnapshot> = s
-                    .peers
-                    .iter()
-                    .map(|(&key, p)| PeerSnapshot {
-                        addr: p.addr,
-                        client: crate::wire::client_name(&p.peer_id),
-                        down_rate: p.down_rate,
-                        up_rate: p.up_rate,
-                        unchoked: p.unchoked,
-                        unchokes_us: !p.chokes_us,
-                        optimistic: optimistic == Some(key),
-                        coded: p.coded,
-                        interested: p.interested,
-                        snubbed: p.snubbed,
-                        is_seed: p.is_seed,
-                    })
-                    .collect();
-                list.sort_by_key(|p| p.addr);
-                list
-            },
-            complete: have.is_full(),
-            seconds_to_complete: s.completed_at.map(|t| t.duration_since(self.started).as_secs_f64()),
-        }
-    }
-
-    /// Bytes that arrived twice or unasked (endgame and duplicate requests).
-    pub fn snapshot_wasted(&self) -> u64 {
-        lock(&self.state).wasted
     }
 
     /// Our verified pieces, for the bitfield message.
@@ -605,6 +493,11 @@ impl Session {
     /// Streams from now on: the picker follows `plan`'s deadlines.
     pub fn set_stream_plan(&self, plan: Arc<StreamPlan>) {
         *lock(&self.stream) = Some(plan);
+    }
+
+    /// Whether a stream plan is set (deadlines matter more than pipelining).
+    pub fn is_streaming(&self) -> bool {
+        lock(&self.stream).is_some()
     }
 
     /// Bytes of `piece` still missing, and whether peers were asked for them.

@@ -40,6 +40,8 @@ pub struct VodWorldConfig {
     /// One world peer that holds the whole movie and never leaves.
     pub permanent_seed: bool,
     pub session: SessionConfig,
+    /// World peers offer coded cooperation (ccfd).
+    pub coded: bool,
 }
 
 impl Default for VodWorldConfig {
@@ -54,6 +56,7 @@ impl Default for VodWorldConfig {
             linger: Duration::from_secs(10),
             permanent_seed: true,
             session: SessionConfig::default(),
+            coded: true,
         }
     }
 }
@@ -145,13 +148,18 @@ struct WorldPeer {
 
 impl WorldPeer {
     async fn run(mut self, shutdown: CancellationToken) {
-        let client =
-            match Client::start(ClientConfig { bind: self.ip, port: 0, upload_rate: Some(self.config.upload), ..ClientConfig::default() })
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start"),
-            };
+        let client = match Client::start(ClientConfig {
+            bind: self.ip,
+            port: 0,
+            upload_rate: Some(self.config.upload),
+            coded: self.config.coded,
+            ..ClientConfig::default()
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start"),
+        };
         loop {
             let fraction = if self.permanent { 1.0 } else { self.rng.random::<f64>() };
             if let Err(e) = self.prepare(fraction) {

@@ -420,7 +420,9 @@ impl Connection {
         let queued = self.outstanding.iter().map(|b| u64::from(b.length)).sum();
         for block in self.session.pick(self.key, &self.has, room, queued) {
             self.outstanding.insert(block);
-            let coded = self.coded.as_mut().filter(|l| l.is_active() && self.session.coded_allowed(block.piece));
+            let ip = self.addr.ip();
+            let coded =
+                self.coded.as_mut().filter(|l| l.receives() && self.session.coded_allowed(block.piece) && self.session.coded_reachable(ip));
             match coded {
                 Some(link) => {
                     let want = link.want(&self.session, block);
@@ -471,6 +473,18 @@ impl Connection {
 
     async fn on_coded_tick(&mut self) -> anyhow::Result<()> {
         let Some(link) = self.coded.as_mut() else { return Ok(()) };
+        if link.blocked(Instant::now()) {
+            // No datagram gets through: take the wants back, ask over TCP.
+            let wants = link.fall_back();
+            self.session.coded_unreachable(self.addr.ip());
+            tracing::info!(addr = %self.addr, "coded packets do not arrive; plain wire from this peer");
+            for block in &wants {
+                self.outstanding.remove(block);
+                self.send_control(Control::Cancel { piece: block.piece, offset: block.offset }).await?;
+            }
+            self.session.release(self.key, wants);
+            return self.fill_requests().await;
+        }
         for control in link.on_timer(&self.session) {
             self.send_control(control).await?;
         }

@@ -35,6 +35,9 @@ const SPARE: u32 = 2;
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want without a packet for this long is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(40);
+/// A link whose wants see no datagram at all for this long is treated as
+/// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
+const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
 /// Pacing: start rate, floor and ceiling (bytes per second), and the queuing-delay target.
@@ -84,6 +87,10 @@ pub struct CodedLink {
     last_feedback: Instant,
     /// Non-innovative or unusable datagrams, for the log.
     pub wasted: u64,
+    /// When a datagram last arrived (or, before any, when we first wanted).
+    last_arrival: Option<Instant>,
+    /// Datagrams never came: we receive over the plain wire from this peer.
+    receive_off: bool,
 }
 
 impl CodedLink {
@@ -102,6 +109,8 @@ impl CodedLink {
             reported: 0,
             last_feedback: Instant::now(),
             wasted: 0,
+            last_arrival: None,
+            receive_off: false,
         };
         (link, rx)
     }
@@ -113,6 +122,23 @@ impl CodedLink {
 
     pub fn is_active(&self) -> bool {
         self.orders.is_some()
+    }
+
+    /// Whether we ask this peer for blocks coded (active, and datagrams do arrive).
+    pub fn receives(&self) -> bool {
+        self.is_active() && !self.receive_off
+    }
+
+    /// True once wants have gone unanswered by any datagram for `DEAD_AFTER`:
+    /// the caller takes the wants back and asks over the plain wire.
+    pub fn blocked(&self, now: Instant) -> bool {
+        !self.receive_off && !self.wants.is_empty() && self.last_arrival.is_some_and(|t| now.duration_since(t) >= DEAD_AFTER)
+    }
+
+    /// Stops receiving coded from this peer; returns the wants to re-request plainly.
+    pub fn fall_back(&mut self) -> Vec<BlockRef> {
+        self.receive_off = true;
+        self.wants.drain().map(|(b, _)| b).collect()
     }
 
     /// The peer's offer arrived: if it agrees with ours, start sending to it.
@@ -133,6 +159,7 @@ impl CodedLink {
     /// Asks the peer for `block`; the control message to send.
     pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
         session.coded_open(block);
+        self.last_arrival.get_or_insert_with(Instant::now);
         let credits = GENERATION as u32 + SPARE;
         self.wants.insert(block, Want { granted: credits, got: 0, last_packet: Instant::now() });
         Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 }
@@ -177,6 +204,7 @@ impl CodedLink {
     /// One datagram from the peer.
     pub fn on_arrival(&mut self, arrival: Arrival, session: &Session, key: PeerKey, peer_ip: IpAddr) -> ArrivalOutcome {
         let mut out = ArrivalOutcome::default();
+        self.last_arrival = Some(arrival.at);
         self.received = self.received.wrapping_add(1);
         self.highest_seq = self.highest_seq.max(arrival.header.seq);
         self.last_delay = self.transport.stamp().wrapping_sub(arrival.header.stamp_us);

@@ -52,6 +52,8 @@ pub(crate) struct CodedState {
     evidence: HashMap<u32, Vec<Evidence>>,
     /// Pieces to fetch over the plain wire only (a coded attempt failed).
     plain_only: HashSet<u32>,
+    /// Peers whose datagrams never reached us: later connections stay plain.
+    unreachable: HashSet<IpAddr>,
 }
 
 /// What one coded packet did.
@@ -86,6 +88,16 @@ impl Session {
             return Some(GENERATION as u16);
         }
         lock(&self.coded).assemblies.get(&block).map(|a| a.decoder.rank() as u16)
+    }
+
+    /// Datagrams from `ip` never arrived (NAT, firewall, TCP-only proxy).
+    pub fn coded_unreachable(&self, ip: IpAddr) {
+        lock(&self.coded).unreachable.insert(ip);
+    }
+
+    /// Whether we still ask `ip` for coded packets.
+    pub fn coded_reachable(&self, ip: IpAddr) -> bool {
+        !lock(&self.coded).unreachable.contains(&ip)
     }
 
     /// Whether `piece` may travel coded (no coded attempt of it failed).

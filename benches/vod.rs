@@ -2,7 +2,7 @@
 //! sequential, each streaming in the same seeded worlds.
 //!
 //! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
-//! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60]`
+//! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60] [--rescue 0]`
 //!
 //! `deadline-coded` is the deadline picker with coded cooperation on, in a
 //! world whose peers offer it too; every other client runs in a world of
@@ -65,6 +65,7 @@ fn parse_args() -> Options {
             "--upload" => o.upload = (num() * 1000.0) as u64,
             "--horizon" => o.policy.horizon = num(),
             "--prior-kbps" => o.policy.prior_rate = num() * 1000.0,
+            "--rescue" => o.policy.rescue_window = num(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }

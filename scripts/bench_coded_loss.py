@@ -79,9 +79,11 @@ def main():
         sh(BIN, "create", os.path.join(seed_dir, "f.bin"), "-o", torrent, "--piece-length", "262144")
         sh("ip", "netns", "add", ns)
         try:
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            # An Ethernet-sized MTU: tbf drops any packet larger than its bucket,
+            # and loopback's 64 KiB segments would never pass.
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "mtu", "1500", "up")
             sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
-               "rate", f"{a.cap_mbit}mbit", "burst", "32kbit", "latency", "50ms")
+               "rate", f"{a.cap_mbit}mbit", "burst", "64kbit", "latency", "50ms")
             sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "ccfd")
             sh("ip", "netns", "exec", ns, "nft", "add chain inet ccfd in { type filter hook input priority 0; }")
             print(f"cap {a.cap_mbit} Mbit/s ({cap / 1e3:.0f} kB/s), {size / 1e6:.1f} MB, kernel drop on the receiver's input")

@@ -35,9 +35,6 @@ pub const OUR_REQQ: usize = 512;
 const DEFAULT_PEER_REQQ: usize = 250;
 /// Request queue bounds (blocks) and the seconds of traffic it should cover.
 const MIN_QUEUE: usize = 8;
-/// While streaming: a block queued behind many others at a slow peer misses
-/// its deadline, so the pipeline covers the same seconds but may shrink to this.
-const MIN_STREAM_QUEUE: usize = 2;
 const MAX_QUEUE: usize = 512;
 const QUEUE_SECONDS: f64 = 1.5;
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(90);
@@ -94,7 +91,7 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
         am_interested: false,
         am_choking: true,
         outstanding: HashSet::new(),
-        queue_target: if session.is_streaming() { MIN_STREAM_QUEUE * 2 } else { MIN_QUEUE * 2 },
+        queue_target: MIN_QUEUE * 2,
         peer_reqq: DEFAULT_PEER_REQQ,
         peer_ut_metadata: None,
         last_block: Instant::now(),
@@ -383,8 +380,7 @@ impl Connection {
         self.rate = 0.6 * self.rate + 0.4 * self.window_bytes as f64;
         self.window_bytes = 0;
         let by_rate = (self.rate * QUEUE_SECONDS / f64::from(BLOCK_SIZE)).ceil() as usize;
-        let min = if self.session.is_streaming() { MIN_STREAM_QUEUE } else { MIN_QUEUE };
-        self.queue_target = by_rate.clamp(min, MAX_QUEUE.min(self.peer_reqq).max(min));
+        self.queue_target = by_rate.clamp(MIN_QUEUE, MAX_QUEUE.min(self.peer_reqq).max(MIN_QUEUE));
         if now.duration_since(self.last_recv) > config.idle_timeout {
             bail!("idle for {:?}", config.idle_timeout);
         }

@@ -34,7 +34,7 @@ const SPARE: u32 = 2;
 /// Most credits a sender holds for one block.
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want without a packet for this long is renewed.
-const RENEW_AFTER: Duration = Duration::from_millis(40);
+const RENEW_AFTER: Duration = Duration::from_millis(15);
 /// A link whose wants see no datagram at all for this long is treated as
 /// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
 const DEAD_AFTER: Duration = Duration::from_secs(3);
@@ -44,7 +44,7 @@ const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
 const START_RATE: f64 = 256_000.0;
 const MIN_RATE: f64 = 16_000.0;
 const MAX_RATE: f64 = 400_000_000.0;
-const TARGET_DELAY_US: i64 = 25_000;
+const TARGET_DELAY_US: i64 = 15_000;
 
 /// Work for a connection's sender task.
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +207,7 @@ impl CodedLink {
         self.last_arrival = Some(arrival.at);
         self.received = self.received.wrapping_add(1);
         self.highest_seq = self.highest_seq.max(arrival.header.seq);
-        self.last_delay = self.transport.stamp().wrapping_sub(arrival.header.stamp_us);
+        self.last_delay = arrival.stamp_us.wrapping_sub(arrival.header.stamp_us);
         let Ok(packet) = datagram_packet(&arrival.bytes) else {
             self.wasted += 1;
             return out;
@@ -450,18 +450,21 @@ impl Pacer {
     }
 
     /// A one-way delay sample from the receiver (its clock minus our stamp).
+    /// Proportional, as LEDBAT: the rate moves by up to 5% per sample
+    /// toward the point where the queue holds `TARGET_DELAY_US`, so a
+    /// bottleneck's queue settles there instead of overflowing.
     fn on_feedback(&mut self, delay_us: u32) {
         let first = *self.first_delay.get_or_insert(delay_us);
         let d = i64::from(delay_us.wrapping_sub(first) as i32);
         self.base_delay = self.base_delay.min(d);
         let queuing = d - self.base_delay;
-        if queuing < TARGET_DELAY_US {
-            let grown = if self.slow_start { self.rate * 1.5 } else { self.rate + 32_000.0 };
-            self.rate = grown.min(self.ceiling);
+        let off_target = ((TARGET_DELAY_US - queuing) as f64 / TARGET_DELAY_US as f64).max(-2.0);
+        if self.slow_start && queuing < TARGET_DELAY_US / 2 {
+            self.rate *= 1.5;
         } else {
             self.slow_start = false;
-            let excess = (queuing - TARGET_DELAY_US) as f64 / TARGET_DELAY_US as f64;
-            self.rate = (self.rate * (1.0 - 0.25 * excess.min(1.0))).max(MIN_RATE);
+            self.rate *= 1.0 + 0.05 * off_target;
         }
+        self.rate = self.rate.clamp(MIN_RATE, self.ceiling);
     }
 }

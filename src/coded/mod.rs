@@ -46,6 +46,9 @@ pub struct Arrival {
     pub header: DatagramHeader,
     pub bytes: Vec<u8>,
     pub at: Instant,
+    /// The transport's clock when the datagram left the socket (for the
+    /// one-way delay sample: our processing backlog is not network queuing).
+    pub stamp_us: u32,
 }
 
 struct Inbound {
@@ -119,13 +122,14 @@ async fn receive_loop(transport: Arc<CodedTransport>, shim: Option<UdpShim>, shu
             _ => continue,
         };
         let at = Instant::now();
-        let arrival = Arrival { header, bytes: buf[..n].to_vec(), at };
+        let arrival = Arrival { header, bytes: buf[..n].to_vec(), at, stamp_us: transport.stamp() };
         match shim {
             Some(s) if rng.random_bool(s.loss.clamp(0.0, 1.0)) => {}
             Some(s) if !s.delay.is_zero() => {
+                let delayed = Arrival { at: at + s.delay, stamp_us: arrival.stamp_us.wrapping_add(s.delay.as_micros() as u32), ..arrival };
                 tokio::spawn(async move {
                     tokio::time::sleep(s.delay).await;
-                    let _ = tx.try_send(arrival);
+                    let _ = tx.try_send(delayed);
                 });
             }
             _ => {

@@ -495,11 +495,6 @@ impl Session {
         *lock(&self.stream) = Some(plan);
     }
 
-    /// Whether a stream plan is set (deadlines matter more than pipelining).
-    pub fn is_streaming(&self) -> bool {
-        lock(&self.stream).is_some()
-    }
-
     /// Bytes of `piece` still missing, and whether peers were asked for them.
     pub fn piece_progress(&self, piece: u32) -> (u64, bool) {
         lock(&self.state).picker.progress(piece)

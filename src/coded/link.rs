@@ -6,13 +6,13 @@
 //! retransmission) and returns loss and delay feedback.
 //!
 //! Sending: a task per connection holds the peer's wants and credits and
-//! sends round-robin over them: systematic packets first, then seeded
+//! serves them oldest first: systematic packets first, then seeded
 //! combinations of the verified piece, or recodings of what we are still
 //! receiving for a neighbour at a lower rank. It is paced by the client's
 //! upload cap and a delay-based rate (LEDBAT-like): queues slow it down,
 //! random loss does not.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ use crate::wire::{BlockRef, BLOCK_SIZE};
 
 /// Credits asked beyond the missing rank (a couple of losses need no round trip).
 const SPARE: u32 = 2;
+/// Blocks a sender interleaves at once, oldest first.
+const SEND_WINDOW: usize = 4;
 /// Most credits a sender holds for one block.
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want without a packet for this long is renewed.
@@ -245,7 +247,10 @@ impl CodedLink {
         let loss = if self.highest_seq > 0 { 1.0 - f64::from(self.received) / f64::from(self.highest_seq + 1) } else { 0.0 };
         for (block, w) in &mut self.wants {
             let used_up = w.got >= w.granted;
-            if used_up || now.duration_since(w.last_packet) >= RENEW_AFTER {
+            // A block whose packets have not started is just queued at the sender.
+            let quiet = now.duration_since(w.last_packet);
+            let stalled = (w.got > 0 && quiet >= RENEW_AFTER) || quiet >= Duration::from_secs(1);
+            if used_up || stalled {
                 let rank = u32::from(session.coded_rank(*block).unwrap_or(0));
                 let missing = (GENERATION as u32).saturating_sub(rank);
                 if missing == 0 {
@@ -303,6 +308,8 @@ struct Feed {
     credits: u32,
     sent: u32,
     their_rank: u16,
+    /// Place in the peer's queue (first want first).
+    order: u64,
 }
 
 struct Sender {
@@ -314,10 +321,62 @@ struct Sender {
     polluter: bool,
 }
 
+/// The peer's wants in the order they first came (the receiver asks by
+/// deadline): the oldest few blocks with credits are served first, so
+/// blocks complete roughly in order, and a renewed (stalled) block keeps
+/// its place at the front.
+#[derive(Default)]
+struct Queue {
+    feeds: HashMap<BlockRef, Feed>,
+    turn: BTreeMap<u64, BlockRef>,
+    next: u64,
+    /// The order of the block sent last, for the round-robin.
+    cursor: u64,
+}
+
+impl Queue {
+    fn add(&mut self, block: BlockRef, credits: u32, sent: u32, their_rank: u16) {
+        let order = match self.feeds.get(&block) {
+            Some(f) => f.order,
+            None => {
+                self.next += 1;
+                self.next
+            }
+        };
+        let feed = self.feeds.entry(block).or_insert(Feed { credits: 0, sent, their_rank, order });
+        feed.credits = credits.min(MAX_CREDITS);
+        if feed.credits > 0 {
+            self.turn.insert(order, block);
+        }
+    }
+
+    fn remove(&mut self, block: &BlockRef) {
+        if let Some(f) = self.feeds.remove(block) {
+            self.turn.remove(&f.order);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.feeds.clear();
+        self.turn.clear();
+    }
+
+    /// The next block to send: round-robin over the oldest few with
+    /// credits left (so a block's last packets leave only after its first
+    /// ones had time to be reported decoded).
+    fn next_block(&mut self) -> Option<BlockRef> {
+        let window: Vec<(u64, BlockRef)> = self.turn.iter().take(SEND_WINDOW).map(|(o, b)| (*o, *b)).collect();
+        let pick = window.iter().find(|(o, _)| *o > self.cursor).or(window.first()).copied();
+        if let Some((o, _)) = pick {
+            self.cursor = o;
+        }
+        pick.map(|(_, b)| b)
+    }
+}
+
 impl Sender {
     async fn run(self, mut orders: mpsc::UnboundedReceiver<SendOrder>) {
-        let mut feeds: HashMap<BlockRef, Feed> = HashMap::new();
-        let mut turn: VecDeque<BlockRef> = VecDeque::new();
+        let mut queue = Queue::default();
         let mut pacer = Pacer::new(self.session.client.upload_cap());
         let mut rng = StdRng::from_os_rng();
         let mut seq = 0u32;
@@ -326,26 +385,28 @@ impl Sender {
         let mut allowance = 0u64;
         let shutdown = self.session.shutdown.clone();
         loop {
-            if turn.is_empty() {
+            if queue.turn.is_empty() {
                 let order = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     o = orders.recv() => match o { Some(o) => o, None => return },
                 };
-                self.apply(order, &mut feeds, &mut turn, &mut pacer);
+                self.apply(order, &mut queue, &mut pacer);
             }
             while let Ok(order) = orders.try_recv() {
-                self.apply(order, &mut feeds, &mut turn, &mut pacer);
+                self.apply(order, &mut queue, &mut pacer);
             }
-            let Some(block) = turn.pop_front() else { continue };
-            let Some(feed) = feeds.get_mut(&block) else { continue };
+            let Some(block) = queue.next_block() else { continue };
+            let Some(feed) = queue.feeds.get(&block) else { continue };
             let Some(mut packet) = self.packet(block, feed, &mut rng).await else {
-                feeds.remove(&block);
+                queue.remove(&block);
                 continue;
             };
-            feed.credits -= 1;
-            feed.sent += 1;
-            if feed.credits > 0 {
-                turn.push_back(block);
+            if let Some(feed) = queue.feeds.get_mut(&block) {
+                feed.credits = feed.credits.saturating_sub(1);
+                feed.sent += 1;
+                if feed.credits == 0 {
+                    queue.turn.remove(&feed.order);
+                }
             }
             if self.polluter {
                 rng.fill(&mut packet.payload[..]);
@@ -364,28 +425,22 @@ impl Sender {
         }
     }
 
-    fn apply(&self, order: SendOrder, feeds: &mut HashMap<BlockRef, Feed>, turn: &mut VecDeque<BlockRef>, pacer: &mut Pacer) {
+    fn apply(&self, order: SendOrder, queue: &mut Queue, pacer: &mut Pacer) {
         let k = GENERATION as u16;
         match order {
-            SendOrder::DropAll => {
-                feeds.clear();
-                turn.clear();
-            }
+            SendOrder::DropAll => queue.clear(),
             SendOrder::Control(Control::Want { piece, offset, length, credits }) => {
                 let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
-                let feed = feeds.entry(block).or_insert(Feed { credits: 0, sent: 0, their_rank: 0 });
-                if feed.credits == 0 {
-                    turn.push_back(block);
-                }
-                feed.credits = u32::from(credits).min(MAX_CREDITS);
+                let (sent, rank) = queue.feeds.get(&block).map_or((0, 0), |f| (f.sent, f.their_rank));
+                queue.add(block, u32::from(credits), sent, rank);
             }
             SendOrder::Control(Control::Rank { piece, offset, rank }) => {
                 let Some(block) = valid_block(&self.session, piece, offset) else { return };
                 if rank >= k {
-                    feeds.remove(&block);
+                    queue.remove(&block);
                     return;
                 }
-                if let Some(f) = feeds.get_mut(&block) {
+                if let Some(f) = queue.feeds.get_mut(&block) {
                     f.their_rank = rank;
                     return;
                 }
@@ -393,12 +448,13 @@ impl Sender {
                 // while we still receive it too: recode for it, within the gap.
                 let ours = if self.session.has_piece(piece) { None } else { self.session.coded_rank(block) };
                 if let Some(ours) = ours.filter(|&r| r > rank) {
-                    feeds.insert(block, Feed { credits: u32::from(ours - rank), sent: k.into(), their_rank: rank });
-                    turn.push_back(block);
+                    queue.add(block, u32::from(ours - rank), k.into(), rank);
                 }
             }
             SendOrder::Control(Control::Cancel { piece, offset }) => {
-                feeds.retain(|b, _| b.piece != piece || b.offset != offset);
+                if let Some(block) = valid_block(&self.session, piece, offset) {
+                    queue.remove(&block);
+                }
             }
             SendOrder::Control(Control::Feedback { delay_us, .. }) => pacer.on_feedback(delay_us),
         }

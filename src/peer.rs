@@ -107,6 +107,11 @@ pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, the
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
+    // A connection that asked for coded packets and never saw one (it may
+    // have died sooner than the fallback could act): the next one is plain.
+    if conn.coded.as_ref().is_some_and(|l| l.never_arrived()) {
+        session.coded_unreachable(addr.ip());
+    }
     // Returns its requests to the pool and its pieces' availability.
     session.unregister_peer(key, &conn.has);
     uploader.abort();

@@ -39,7 +39,7 @@ const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 const RENEW_AFTER: Duration = Duration::from_millis(15);
 /// A link whose wants see no datagram at all for this long is treated as
 /// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
-const DEAD_AFTER: Duration = Duration::from_secs(3);
+const DEAD_AFTER: Duration = Duration::from_secs(1);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
 /// Pacing: start rate, floor and ceiling (bytes per second), and the queuing-delay target.
@@ -135,6 +135,12 @@ impl CodedLink {
     /// the caller takes the wants back and asks over the plain wire.
     pub fn blocked(&self, now: Instant) -> bool {
         !self.receive_off && !self.wants.is_empty() && self.last_arrival.is_some_and(|t| now.duration_since(t) >= DEAD_AFTER)
+    }
+
+    /// Wants went out and not one datagram came back (the connection may
+    /// have ended before `blocked` could tell).
+    pub fn never_arrived(&self) -> bool {
+        self.received == 0 && self.last_arrival.is_some()
     }
 
     /// Stops receiving coded from this peer; returns the wants to re-request plainly.

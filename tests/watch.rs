@@ -55,7 +55,12 @@ fn the_demo_dashboard_runs_in_a_terminal_and_q_restores_it() {
     let dir = test_dir();
     let tmux = Tmux { socket: format!("ccfd-test-{}", std::process::id()) };
     let world = dir.path().join("world");
-    let cmd = format!("{BIN} demo --warmup 1 --rate 100 --upload 100 --dir {}; echo CCFD-EXIT=$?; sleep 120", world.display());
+    // The dashboard's log file goes to TMPDIR: keep it in the test's folder.
+    let cmd = format!(
+        "TMPDIR={} {BIN} demo --warmup 1 --rate 100 --upload 100 --dir {}; echo CCFD-EXIT=$?; sleep 120",
+        dir.path().display(),
+        world.display()
+    );
     tmux.run(&["new-session", "-d", "-s", "demo", "-x", "140", "-y", "45", &cmd]);
 
     let mut screen = String::new();

@@ -106,6 +106,9 @@ async fn run_stream(
         }
         None => progress_lines(&stream, !show.json && std::io::stderr().is_terminal(), &mut signals).await,
     };
+    if let Some(sink) = &show.dashboard {
+        eprintln!("log: {}", sink.path.display());
+    }
     if !finished {
         let report = stream.report();
         if let Some(p) = &mut player {
@@ -114,9 +117,6 @@ async fn run_stream(
         session.stop().await;
         if !show.json {
             eprintln!("stopped before the end: {} bytes from the VoD server so far, {} stalls", report.server_bytes, report.stalls);
-        }
-        if let Some(sink) = &show.dashboard {
-            eprintln!("log: {}", sink.path.display());
         }
         return Ok(ExitCode::from(130));
     }
@@ -127,9 +127,6 @@ async fn run_stream(
         Err(_) => anyhow::bail!("the stream did not settle"),
     };
     print_report(meta, opts, &report, &snap, delay, show.json);
-    if let Some(sink) = &show.dashboard {
-        eprintln!("log: {}", sink.path.display());
-    }
     // A player still watching keeps the endpoint up until it exits.
     match (&mut player, &watch) {
         (Some(p), _) if show.dashboard.is_none() => {

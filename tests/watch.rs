@@ -13,8 +13,13 @@ use common::{ccfd, test_dir, wait_port, wait_until, Proc, BIN};
 
 const MOVIE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/torrents/ccfd-demo.mp4");
 
+/// Whether `program` is on the PATH; says the test is skipped when not.
 fn installed(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: {program} is not installed (scripts/setup.sh installs it)");
+    }
+    found
 }
 
 /// A tmux server on its own socket, killed (with everything in it) on drop.
@@ -49,7 +54,6 @@ fn present_percent(screen: &str) -> Option<u32> {
 #[test]
 fn the_demo_dashboard_runs_in_a_terminal_and_q_restores_it() {
     if !installed("tmux") {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = test_dir();
@@ -116,7 +120,6 @@ fn free_port() -> u16 {
 #[test]
 fn mpv_plays_the_demo_while_it_downloads_and_a_seek_is_served() {
     if !installed("mpv") {
-        eprintln!("SKIPPED: mpv is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = test_dir();

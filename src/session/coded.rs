@@ -125,13 +125,8 @@ impl Session {
         let Some((data, log)) = done else {
             return Some(CodedReceipt { innovative, rank, completed: None, decoded: false });
         };
-        let mut s = lock(&self.state);
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.down_tick += u64::from(block.length);
-            p.snubbed = false;
-        }
-        let from = s.peers.get(&key).map(|p| p.addr);
-        let completed = self.accept_block(&mut s, key, from, block, &Bytes::from(data), log);
+        // A block decoded for a peer that has since left is dropped, as its plain blocks would be.
+        let completed = self.on_peer_block(key, block, &Bytes::from(data), log);
         Some(CodedReceipt { innovative, rank, completed, decoded: true })
     }
 

@@ -538,12 +538,18 @@ impl Session {
     /// A block arrived from a peer. Returns the piece when this block completed it:
     /// the caller hands it to `verify`.
     pub fn on_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+        self.on_peer_block(key, block, data, Vec::new())
+    }
+
+    /// A block from a connected peer, plain or (with its `evidence`) decoded
+    /// from coded packets: credits the peer and stores the block.
+    fn on_peer_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
         let mut s = lock(&self.state);
         let peer = s.peers.get_mut(&key)?;
         peer.down_tick += u64::from(block.length);
         peer.snubbed = false;
         let addr = peer.addr;
-        self.accept_block(&mut s, key, Some(addr), block, data, Vec::new())
+        self.accept_block(&mut s, key, Some(addr), block, data, evidence)
     }
 
     /// Stores a block from a peer (`from`) or the server (`None`);

@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
+use super::pacer::Pacer;
 use super::proto::{datagram_packet, encode_datagram, Control, DatagramHeader, Offer, GENERATION, SYMBOL_SIZE};
 use super::{Arrival, CodedTransport};
 use crate::coding::packet::{Coefficients, Packet};
@@ -29,24 +30,28 @@ use crate::session::coded_generation_id;
 use crate::session::{CompletedPiece, Session};
 use crate::wire::{BlockRef, BLOCK_SIZE};
 
-/// Credits asked beyond the missing rank (a couple of losses need no round trip).
-const SPARE: u32 = 2;
+/// Credits for `missing` packets over a path losing `loss` of them: about
+/// the expected losses on top, rounded down. Every credit beyond what a
+/// block needs is a packet sent for nothing (the sender hears that the
+/// block decoded only a round trip later), while one too few costs only a
+/// renewal, which the rest of the pipeline hides.
+fn credits_for(missing: u32, loss: f64) -> u32 {
+    let p = loss.clamp(0.0, 0.5);
+    missing + (f64::from(missing) * p / (1.0 - p)).floor() as u32
+}
 /// Blocks a sender interleaves at once, oldest first.
 const SEND_WINDOW: usize = 4;
 /// Most credits a sender holds for one block.
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
-/// A want without a packet for this long is renewed.
+/// A want whose packets stopped for this long (at least) is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(15);
+/// A renewal with no packet back for this long is renewed again.
+const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
 /// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
-/// Pacing: start rate, floor and ceiling (bytes per second), and the queuing-delay target.
-const START_RATE: f64 = 256_000.0;
-const MIN_RATE: f64 = 16_000.0;
-const MAX_RATE: f64 = 400_000_000.0;
-const TARGET_DELAY_US: i64 = 15_000;
 
 /// Work for a connection's sender task.
 #[derive(Debug, Clone, Copy)]
@@ -58,9 +63,41 @@ pub enum SendOrder {
 
 /// One of our wants at this peer.
 struct Want {
-    granted: u32,
     got: u32,
     last_packet: Instant,
+    /// Mean time between this block's packets: a gap several times
+    /// longer means the rest were lost, a shorter one is just pacing.
+    gap: Duration,
+    renewed: bool,
+}
+
+impl Want {
+    fn new(now: Instant) -> Want {
+        Want { got: 0, last_packet: now, gap: Duration::ZERO, renewed: false }
+    }
+
+    fn on_packet(&mut self, at: Instant) {
+        if self.got > 0 {
+            let gap = at.saturating_duration_since(self.last_packet);
+            self.gap = if self.gap.is_zero() { gap } else { (self.gap * 3 + gap) / 4 };
+        }
+        self.got += 1;
+        self.last_packet = at;
+    }
+
+    /// Whether the packets asked for stopped coming: after the block's
+    /// packets have started, a quiet spell of several gaps; after a renewal
+    /// with nothing back yet, a round trip's worth. Before any packet the
+    /// sender is busy with older wants (it serves them in order), and a link
+    /// where nothing arrives at all is `CodedLink::blocked`.
+    fn stalled(&self, now: Instant) -> bool {
+        let quiet = now.saturating_duration_since(self.last_packet);
+        if self.got > 0 {
+            quiet >= RENEW_AFTER.max(self.gap * 3)
+        } else {
+            self.renewed && quiet >= RENEWAL_ANSWER
+        }
+    }
 }
 
 /// What a datagram did, for the connection to act on.
@@ -93,6 +130,8 @@ pub struct CodedLink {
     last_arrival: Option<Instant>,
     /// Datagrams never came: we receive over the plain wire from this peer.
     receive_off: bool,
+    /// Wants renewed (packets lost), for the log.
+    renewals: u64,
 }
 
 impl CodedLink {
@@ -113,6 +152,7 @@ impl CodedLink {
             wasted: 0,
             last_arrival: None,
             receive_off: false,
+            renewals: 0,
         };
         (link, rx)
     }
@@ -168,8 +208,8 @@ impl CodedLink {
     pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
         session.coded_open(block);
         self.last_arrival.get_or_insert_with(Instant::now);
-        let credits = GENERATION as u32 + SPARE;
-        self.wants.insert(block, Want { granted: credits, got: 0, last_packet: Instant::now() });
+        let credits = credits_for(GENERATION as u32, self.loss());
+        self.wants.insert(block, Want::new(Instant::now()));
         Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 }
     }
 
@@ -229,8 +269,7 @@ impl CodedLink {
             return out;
         };
         if let Some(w) = self.wants.get_mut(&block) {
-            w.got += 1;
-            w.last_packet = arrival.at;
+            w.on_packet(arrival.at);
         }
         if receipt.innovative {
             out.innovative_bytes = SYMBOL_SIZE as u64;
@@ -245,28 +284,33 @@ impl CodedLink {
         out
     }
 
+    /// The share of this peer's datagrams lost on the way so far.
+    fn loss(&self) -> f64 {
+        if self.highest_seq == 0 {
+            return 0.0;
+        }
+        1.0 - f64::from(self.received) / (f64::from(self.highest_seq) + 1.0)
+    }
+
     /// Every few milliseconds: renew stalled wants and send feedback. Returns
     /// the control messages to send.
     pub fn on_timer(&mut self, session: &Session) -> Vec<Control> {
         let now = Instant::now();
         let mut out = Vec::new();
-        let loss = if self.highest_seq > 0 { 1.0 - f64::from(self.received) / f64::from(self.highest_seq + 1) } else { 0.0 };
+        let loss = self.loss();
         for (block, w) in &mut self.wants {
-            let used_up = w.got >= w.granted;
-            // A block whose packets have not started is just queued at the sender.
-            let quiet = now.duration_since(w.last_packet);
-            let stalled = (w.got > 0 && quiet >= RENEW_AFTER) || quiet >= Duration::from_secs(1);
-            if used_up || stalled {
+            // Quiet, not a count of packets against credits: packets of an
+            // earlier grant still in flight would count against a renewed one.
+            if w.stalled(now) {
                 let rank = u32::from(session.coded_rank(*block).unwrap_or(0));
                 let missing = (GENERATION as u32).saturating_sub(rank);
                 if missing == 0 {
                     continue;
                 }
-                let spare = SPARE + (loss.clamp(0.0, 0.9) * missing as f64 * 1.5).ceil() as u32;
-                let credits = (missing + spare).min(MAX_CREDITS);
-                w.granted = credits;
-                w.got = 0;
-                w.last_packet = now;
+                let credits = credits_for(missing, loss).min(MAX_CREDITS);
+                tracing::trace!(?block, got = w.got, gap = ?w.gap, quiet = ?now.saturating_duration_since(w.last_packet), renewed = w.renewed, rank, credits, "coded want renewed");
+                *w = Want { renewed: true, ..Want::new(now) };
+                self.renewals += 1;
                 out.push(Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 });
             }
         }
@@ -281,6 +325,15 @@ impl CodedLink {
 
 impl Drop for CodedLink {
     fn drop(&mut self) {
+        if self.received > 0 {
+            tracing::debug!(
+                received = self.received,
+                wasted = self.wasted,
+                renewals = self.renewals,
+                loss = self.loss(),
+                "coded link closed"
+            );
+        }
         self.transport.unregister(&self.our_token);
     }
 }
@@ -462,7 +515,7 @@ impl Sender {
                     queue.remove(&block);
                 }
             }
-            SendOrder::Control(Control::Feedback { delay_us, .. }) => pacer.on_feedback(delay_us),
+            SendOrder::Control(Control::Feedback { highest_seq, delay_us, .. }) => pacer.on_feedback(Instant::now(), highest_seq, delay_us),
         }
     }
 
@@ -485,48 +538,38 @@ impl Sender {
     }
 }
 
-/// Paces one connection's datagrams: a rate that grows while the receiver
-/// sees no queuing delay and shrinks when it does.
-struct Pacer {
-    rate: f64,
-    ceiling: f64,
-    next: Instant,
-    first_delay: Option<u32>,
-    base_delay: i64,
-    /// Until the first sign of a queue the rate grows by half per feedback.
-    slow_start: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Pacer {
-    fn new(cap: Option<u64>) -> Pacer {
-        let ceiling = cap.map_or(MAX_RATE, |c| c as f64 * 1.1);
-        Pacer { rate: START_RATE.min(ceiling), ceiling, next: Instant::now(), first_delay: None, base_delay: i64::MAX, slow_start: true }
+    #[test]
+    fn credits_cover_about_the_expected_losses_and_none_on_a_clean_path() {
+        assert_eq!(credits_for(16, 0.0), 16);
+        assert_eq!(credits_for(16, 0.1), 17);
+        assert_eq!(credits_for(16, 0.2), 20);
+        assert_eq!(credits_for(1, 0.1), 1);
+        // A wild estimate is bounded.
+        assert_eq!(credits_for(16, 0.99), 32);
+        assert_eq!(credits_for(16, -1.0), 16);
     }
 
-    async fn wait(&mut self, len: usize) {
-        let now = Instant::now();
-        if self.next > now + Duration::from_millis(1) {
-            tokio::time::sleep_until(self.next.into()).await;
+    #[test]
+    fn a_want_is_renewed_only_when_its_packets_stop() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut w = Want::new(t0);
+        // Queued behind older wants at the sender: never renewed.
+        assert!(!w.stalled(t0 + 5000 * ms));
+        for i in 1..=4 {
+            w.on_packet(t0 + i * 10 * ms);
         }
-        self.next = self.next.max(now) + Duration::from_secs_f64(len as f64 / self.rate);
-    }
-
-    /// A one-way delay sample from the receiver (its clock minus our stamp).
-    /// Proportional, as LEDBAT: the rate moves by up to 5% per sample
-    /// toward the point where the queue holds `TARGET_DELAY_US`, so a
-    /// bottleneck's queue settles there instead of overflowing.
-    fn on_feedback(&mut self, delay_us: u32) {
-        let first = *self.first_delay.get_or_insert(delay_us);
-        let d = i64::from(delay_us.wrapping_sub(first) as i32);
-        self.base_delay = self.base_delay.min(d);
-        let queuing = d - self.base_delay;
-        let off_target = ((TARGET_DELAY_US - queuing) as f64 / TARGET_DELAY_US as f64).max(-2.0);
-        if self.slow_start && queuing < TARGET_DELAY_US / 2 {
-            self.rate *= 1.5;
-        } else {
-            self.slow_start = false;
-            self.rate *= 1.0 + 0.05 * off_target;
-        }
-        self.rate = self.rate.clamp(MIN_RATE, self.ceiling);
+        assert_eq!(w.gap, 10 * ms);
+        // Two gaps is pacing; three is loss.
+        assert!(!w.stalled(t0 + 60 * ms));
+        assert!(w.stalled(t0 + 70 * ms));
+        // A renewal with nothing back is renewed again after a round trip's allowance.
+        let r = Want { renewed: true, ..Want::new(t0) };
+        assert!(!r.stalled(t0 + RENEWAL_ANSWER - ms));
+        assert!(r.stalled(t0 + RENEWAL_ANSWER));
     }
 }

@@ -6,10 +6,11 @@
 //! by its token to the one connection that registered it (a datagram with
 //! an unknown token, or from another address than the connection's peer,
 //! is dropped before any work). `link` holds one connection's side: the
-//! paced sender task and the receiver's wants. The decoders live in the
+//! sender task (paced by `pacer`) and the receiver's wants. The decoders live in the
 //! session (`session::coded`), because several peers feed one block.
 
 pub mod link;
+pub mod pacer;
 pub mod proto;
 
 use std::collections::HashMap;

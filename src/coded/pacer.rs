@@ -1,0 +1,207 @@
+//! Pacing of one connection's coded datagrams (pure: time comes in as a
+//! value, except for the sleep in `wait`).
+//!
+//! The sender follows the rate at which its datagrams pass the path, as
+//! the receiver's feedback shows it, nudged by queuing delay: a little above
+//! that rate while the bottleneck's queue is short of the target (so it
+//! finds spare capacity), below it while the queue is longer (so the queue
+//! drains). Random loss does not slow it; queues do.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Start rate, floor and ceiling (bytes per second).
+const START_RATE: f64 = 256_000.0;
+const MIN_RATE: f64 = 16_000.0;
+const MAX_RATE: f64 = 400_000_000.0;
+/// The queuing delay the pacer aims to keep at the bottleneck.
+const TARGET_DELAY_US: i64 = 15_000;
+
+/// Paces one connection's datagrams at the rate the path delivers, nudged
+/// by queuing delay: a little above the delivery rate while the bottleneck's
+/// queue is short of `TARGET_DELAY_US` (so it probes for more), below it
+/// while the queue is longer (so the queue drains). Following the measured
+/// delivery rate, rather than stepping a rate on delay alone, does not
+/// oscillate with the feedback's lag. Random loss does not slow it.
+pub struct Pacer {
+    rate: f64,
+    ceiling: f64,
+    next: Instant,
+    first_delay: Option<u32>,
+    base_delay: i64,
+    delivery: DeliveryRate,
+}
+
+impl Pacer {
+    /// A pacer within `cap` (bytes per second; the client's upload cap).
+    pub fn new(cap: Option<u64>) -> Pacer {
+        let ceiling = cap.map_or(MAX_RATE, |c| c as f64 * 1.1);
+        Pacer {
+            rate: START_RATE.min(ceiling),
+            ceiling,
+            next: Instant::now(),
+            first_delay: None,
+            base_delay: i64::MAX,
+            delivery: DeliveryRate::default(),
+        }
+    }
+
+    /// Waits until a datagram of `len` bytes may leave.
+    pub async fn wait(&mut self, len: usize) {
+        self.delivery.on_send(len);
+        let now = Instant::now();
+        if self.next > now + Duration::from_millis(1) {
+            tokio::time::sleep_until(self.next.into()).await;
+        }
+        self.next = self.next.max(now) + Duration::from_secs_f64(len as f64 / self.rate);
+    }
+
+    /// Feedback from the receiver: the highest sequence number it has seen
+    /// and a one-way delay sample (its clock minus our stamp).
+    pub fn on_feedback(&mut self, now: Instant, highest_seq: u32, delay_us: u32) {
+        let first = *self.first_delay.get_or_insert(delay_us);
+        let d = i64::from(delay_us.wrapping_sub(first) as i32);
+        self.base_delay = self.base_delay.min(d);
+        let queuing = d - self.base_delay;
+        let Some(delivered) = self.delivery.on_feedback(now, highest_seq) else {
+            // No estimate yet: grow while no queue shows.
+            if queuing < TARGET_DELAY_US / 2 {
+                self.rate *= 1.25;
+            }
+            self.rate = self.rate.clamp(MIN_RATE, self.ceiling);
+            return;
+        };
+        let off_target = ((TARGET_DELAY_US - queuing) as f64 / TARGET_DELAY_US as f64).clamp(-1.0, 1.0);
+        self.rate = (delivered * (1.0 + PACING_GAIN * off_target)).clamp(MIN_RATE, self.ceiling);
+        tracing::trace!(rate = self.rate as u64, delivered = delivered as u64, queuing, "coded pacing");
+    }
+}
+
+/// Pacing gain: how far above (or below) the delivery rate the pacer sends
+/// when the queue is empty (or twice the target).
+const PACING_GAIN: f64 = 0.25;
+/// A delivery-rate sample spans at least this long (shorter spans are
+/// all feedback jitter).
+const DELIVERY_SPAN: Duration = Duration::from_millis(40);
+/// Delivery samples kept; the estimate is their maximum (idle gaps and
+/// jitter make samples low, rarely high).
+const DELIVERY_SAMPLES: usize = 4;
+
+/// The rate at which our datagrams pass the path, from the sequence
+/// numbers the receiver reports: every packet up to the highest one it saw
+/// has left the bottleneck (lost or not).
+#[derive(Default)]
+struct DeliveryRate {
+    /// Mean datagram size (bytes), to turn packets into bytes.
+    mean_len: f64,
+    mark: Option<(Instant, u32)>,
+    samples: VecDeque<f64>,
+}
+
+impl DeliveryRate {
+    fn on_send(&mut self, len: usize) {
+        self.mean_len = if self.mean_len == 0.0 { len as f64 } else { self.mean_len * 0.99 + len as f64 * 0.01 };
+    }
+
+    /// The current estimate (bytes per second), once there is one.
+    pub fn on_feedback(&mut self, now: Instant, highest_seq: u32) -> Option<f64> {
+        let Some((at, seq)) = self.mark else {
+            self.mark = Some((now, highest_seq));
+            return None;
+        };
+        let span = now.duration_since(at);
+        let packets = highest_seq.wrapping_sub(seq);
+        // Reordered feedback (an older highest_seq) is ignored.
+        if packets < u32::MAX / 2 && span >= DELIVERY_SPAN {
+            self.mark = Some((now, highest_seq));
+            if self.samples.len() == DELIVERY_SAMPLES {
+                self.samples.pop_front();
+            }
+            self.samples.push_back(f64::from(packets) * self.mean_len / span.as_secs_f64());
+        }
+        self.samples.iter().copied().reduce(f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn delivery_rate_counts_packets_past_the_path_over_spans_long_enough() {
+        let mut d = DeliveryRate::default();
+        d.on_send(1000);
+        let t0 = Instant::now();
+        assert_eq!(d.on_feedback(t0, 10), None);
+        // 10 ms is jitter, not a sample.
+        assert_eq!(d.on_feedback(t0 + 10 * MS, 20), None);
+        // 50 packets of 1000 bytes in 50 ms: 1 MB/s.
+        let r = d.on_feedback(t0 + 50 * MS, 60).unwrap();
+        assert!((r - 1e6).abs() < 1.0, "{r}");
+        // A slower span does not lower the estimate (its maximum)...
+        assert!((d.on_feedback(t0 + 100 * MS, 70).unwrap() - 1e6).abs() < 1.0);
+        // ...until the fast one has left the window.
+        for i in 0..DELIVERY_SAMPLES as u32 {
+            d.on_feedback(t0 + (150 + 50 * i) * MS, 80 + 10 * i);
+        }
+        let r = d.on_feedback(t0 + 400 * MS, 130).unwrap();
+        assert!((r - 200_000.0).abs() < 1.0, "{r}");
+    }
+
+    #[test]
+    fn reordered_feedback_is_ignored() {
+        let mut d = DeliveryRate::default();
+        d.on_send(1000);
+        let t0 = Instant::now();
+        d.on_feedback(t0, 100);
+        assert_eq!(d.on_feedback(t0 + 50 * MS, 90), None);
+        assert!(d.on_feedback(t0 + 100 * MS, 200).is_some());
+    }
+
+    /// Feeds the pacer `n` feedback samples 50 ms apart at `rate` packets of
+    /// 1000 bytes per second with `queuing_us` of queue.
+    fn feed(p: &mut Pacer, t: &mut Instant, seq: &mut u32, n: u32, packets_per_s: u32, queuing_us: u32) {
+        for _ in 0..n {
+            *t += 50 * MS;
+            *seq += packets_per_s / 20;
+            p.on_feedback(*t, *seq, 1_000 + queuing_us);
+        }
+    }
+
+    #[test]
+    fn pacer_sends_above_the_delivery_rate_without_a_queue_and_below_it_with_one() {
+        let mut p = Pacer::new(None);
+        p.delivery.on_send(1000);
+        let (mut t, mut seq) = (Instant::now(), 0);
+        p.on_feedback(t, seq, 1_000);
+        feed(&mut p, &mut t, &mut seq, 5, 1000, 0);
+        // No queue: probe 25% above the 1 MB/s that passes.
+        assert!((p.rate - 1.25e6).abs() < 1e3, "{}", p.rate);
+        // At the target: the delivery rate itself.
+        feed(&mut p, &mut t, &mut seq, 5, 1000, TARGET_DELAY_US as u32);
+        assert!((p.rate - 1e6).abs() < 1e3, "{}", p.rate);
+        // Twice the target: 25% below, so the queue drains.
+        feed(&mut p, &mut t, &mut seq, 5, 1000, 2 * TARGET_DELAY_US as u32);
+        assert!((p.rate - 0.75e6).abs() < 1e3, "{}", p.rate);
+    }
+
+    #[test]
+    fn pacer_grows_from_its_start_until_there_is_an_estimate_and_keeps_under_the_cap() {
+        let mut p = Pacer::new(Some(100_000));
+        p.delivery.on_send(1000);
+        assert!(p.rate < 110_001.0);
+        let (mut t, mut seq) = (Instant::now(), 0);
+        p.on_feedback(t, seq, 1_000);
+        feed(&mut p, &mut t, &mut seq, 5, 1000, 0);
+        assert!(p.rate < 110_001.0, "{}", p.rate);
+
+        let mut p = Pacer::new(None);
+        let t = Instant::now();
+        p.on_feedback(t, 0, 1_000);
+        let start = p.rate;
+        p.on_feedback(t + MS, 1, 1_000);
+        assert!(p.rate > start, "no estimate yet, no queue: grow");
+    }
+}

@@ -98,6 +98,13 @@ fn libtorrent_swarm(torrent: &Path, content: &Path, dir: &Path, n: usize, rate: 
 }
 
 fn main() {
+    // Logs only when asked for (RUST_LOG), on stderr: the figures stay on stdout.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let o = parse_args();
     let tmp = tempfile::Builder::new().prefix("ccfd-swarm-bench-").tempdir().expect("temp dir");
     let content_dir = tmp.path().join("content");

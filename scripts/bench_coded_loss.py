@@ -11,10 +11,9 @@ The drop sits after the cap (the receiver's input hook), so a lost packet
 has used the cap, as on a lossy last hop behind the bottleneck: no transfer
 can beat (1 - loss) x its framing efficiency. For ccfd that is 1024 payload
 bytes per 1102 on the wire (0.929, systematic packets); for TCP 1448 per
-1514 (0.956). A drop
-in the sender's output hook, ahead of the cap, is no fair alternative: the
-kernel reports each such drop to the local TCP, which resends at once
-(TCP kept 0.93 of the cap at 20% loss that way).
+1514 (0.956). A drop in the sender's output hook, ahead of the cap, is no
+fair alternative: the kernel reports each such drop to the local TCP,
+which resends at once (TCP kept 0.93 of the cap at 20% loss that way).
 
     scripts/bench_coded_loss.py [--cap-mbit 8] [--size-mb 8] [--loss 0,5,10,20] [--timeout 120]
 """

@@ -394,6 +394,8 @@ struct Queue {
 }
 
 impl Queue {
+    /// Sets `block`'s credits; a new feed starts from `sent` and
+    /// `their_rank`, a known one keeps its progress and its place.
     fn add(&mut self, block: BlockRef, credits: u32, sent: u32, their_rank: u16) {
         let order = match self.feeds.get(&block) {
             Some(f) => f.order,
@@ -406,6 +408,18 @@ impl Queue {
         feed.credits = credits.min(MAX_CREDITS);
         if feed.credits > 0 {
             self.turn.insert(order, block);
+        }
+    }
+
+    /// One packet of `block` went out: a credit spent; without credits
+    /// it leaves the turn (its feed stays, so a renewal keeps its place).
+    fn spend(&mut self, block: &BlockRef) {
+        if let Some(feed) = self.feeds.get_mut(block) {
+            feed.credits = feed.credits.saturating_sub(1);
+            feed.sent += 1;
+            if feed.credits == 0 {
+                self.turn.remove(&feed.order);
+            }
         }
     }
 
@@ -460,13 +474,7 @@ impl Sender {
                 queue.remove(&block);
                 continue;
             };
-            if let Some(feed) = queue.feeds.get_mut(&block) {
-                feed.credits = feed.credits.saturating_sub(1);
-                feed.sent += 1;
-                if feed.credits == 0 {
-                    queue.turn.remove(&feed.order);
-                }
-            }
+            queue.spend(&block);
             if self.polluter {
                 rng.fill(&mut packet.payload[..]);
             }
@@ -490,8 +498,7 @@ impl Sender {
             SendOrder::DropAll => queue.clear(),
             SendOrder::Control(Control::Want { piece, offset, length, credits }) => {
                 let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
-                let (sent, rank) = queue.feeds.get(&block).map_or((0, 0), |f| (f.sent, f.their_rank));
-                queue.add(block, u32::from(credits), sent, rank);
+                queue.add(block, u32::from(credits), 0, 0);
             }
             SendOrder::Control(Control::Rank { piece, offset, rank }) => {
                 let Some(block) = valid_block(&self.session, piece, offset) else { return };

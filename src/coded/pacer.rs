@@ -107,7 +107,7 @@ impl DeliveryRate {
     }
 
     /// The current estimate (bytes per second), once there is one.
-    pub fn on_feedback(&mut self, now: Instant, highest_seq: u32) -> Option<f64> {
+    fn on_feedback(&mut self, now: Instant, highest_seq: u32) -> Option<f64> {
         let Some((at, seq)) = self.mark else {
             self.mark = Some((now, highest_seq));
             return None;

@@ -18,6 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::Instrument;
 
 use crate::bitfield::Bitfield;
 use crate::client::lock;
@@ -57,8 +58,14 @@ pub async fn connect(session: &Arc<Session>, addr: SocketAddr) -> anyhow::Result
     Ok((stream, theirs))
 }
 
-/// Runs a handshaken connection until it closes.
+/// Runs a handshaken connection until it closes. Its log lines carry our
+/// own address, so the clients of one process (a world) can be told apart.
 pub async fn run(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, theirs: Handshake) {
+    let span = tracing::debug_span!("peer", ours = %session.client.bind);
+    run_connection(session, stream, addr, theirs).instrument(span).await
+}
+
+async fn run_connection(session: Arc<Session>, stream: TcpStream, addr: SocketAddr, theirs: Handshake) {
     let (key, commands) = match session.register_peer(addr, theirs.peer_id) {
         Ok(admitted) => admitted,
         Err(reason) => {

@@ -4,8 +4,9 @@
 //! `pick` for each peer's requests while a plan is set. The `run` task ticks
 //! every 50 ms: it records arrivals in the ledger and, at each piece's last
 //! safe moment, claims the blocks still missing and fetches exactly those
-//! from the VoD server (a BEP 19 web seed). Server blocks go through the
-//! same verification as peer blocks.
+//! from the VoD server (a BEP 19 web seed); while no peer unchokes us the
+//! opening pieces are fetched earlier (`Policy::server_moment`). Server
+//! blocks go through the same verification as peer blocks.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -181,6 +182,8 @@ pub async fn run(
     let mut seen = Bitfield::new(session.meta.piece_count());
     let mut attempts = vec![0u32; seen.len() as usize];
     let mut wasted = 0;
+    // Since when every connected peer chokes us (the opening lead's clock).
+    let mut choked_since: Option<f64> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -197,6 +200,7 @@ pub async fn run(
             wasted = now_wasted;
             for p in have.ones() {
                 if seen.set(p) {
+                    tracing::debug!(piece = p, at = now, due = ?plan.schedule().deadlines.get(p as usize), "piece verified");
                     l.arrived(p, now);
                 }
             }
@@ -206,6 +210,8 @@ pub async fn run(
         }
         let Some(server) = &server else { continue };
         let schedule = plan.schedule();
+        choked_since = session.choked_by_all().then(|| choked_since.unwrap_or(now));
+        let choked_for = choked_since.map(|since| now - since);
         for piece in (0..have.len()).filter(|&p| !have.get(p)) {
             let deadline = schedule.deadlines[piece as usize];
             // No server fetch takes this long: later pieces need no look yet.
@@ -213,7 +219,8 @@ pub async fn run(
                 continue;
             }
             let (remaining, _) = session.piece_progress(piece);
-            if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < plan.cutoff(deadline, remaining) {
+            let moment = plan.policy.server_moment(plan.cutoff(deadline, remaining), choked_for);
+            if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < moment {
                 continue;
             }
             attempts[piece as usize] += 1;

@@ -474,6 +474,12 @@ impl Session {
         }
     }
 
+    /// Whether peers are connected and every one of them chokes us.
+    pub fn choked_by_all(&self) -> bool {
+        let s = lock(&self.state);
+        !s.peers.is_empty() && s.peers.values().all(|p| p.chokes_us)
+    }
+
     /// Picks blocks to request from a peer that owes us `queued` bytes;
     /// by deadline while streaming.
     pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64) -> Vec<BlockRef> {

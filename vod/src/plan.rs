@@ -29,16 +29,30 @@ pub struct Policy {
     /// Off (0) by default: 3 s took more from the server in the bench (the
     /// second requests queue ahead of the second peer's own urgent blocks).
     pub rescue_window: f64,
+    /// While every peer chokes us, a piece whose server cut-off is this
+    /// close (seconds) is fetched from the server at once instead of at its
+    /// cut-off. Such a piece cannot come from a peer that has not even
+    /// unchoked us yet, so it costs no extra server bytes; having it early
+    /// gives us something to upload, which is what makes tit-for-tat peers
+    /// unchoke a newcomer. 0 turns it off.
+    pub opening_lead: f64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         // Measured in the VoD bench (4 worlds, R = 60 kB/s, 70 kB/s peers): a
         // 60 s horizon and an optimistic prior took 3.7% of the movie from the
-        // server, against 7.8% with 20 s and 20 kB/s.
-        Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0, rescue_window: 0.0 }
+        // server, against 7.8% with 20 s and 20 kB/s. An opening lead of 3 or
+        // 6 s took 7.9% of a 6 MB movie, against 13.5% without (5 worlds
+        // each, docs/BENCHMARKS.md); 10 s took 9.0%.
+        Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0, rescue_window: 0.0, opening_lead: 5.0 }
     }
 }
+
+/// How long every connected peer must have choked us before the opening
+/// lead applies, seconds: a peer with a free slot unchokes us within a
+/// round trip of our interest, and its pieces should not go to the server.
+pub const OPENING_PATIENCE: f64 = 1.0;
 
 /// A piece not yet verified, as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +132,17 @@ impl Policy {
         plan
     }
 
+    /// When to ask the server for a piece whose fallback moment is `cutoff`:
+    /// then, or `opening_lead` seconds earlier once every connected peer has
+    /// been choking us for `OPENING_PATIENCE`. `choked_for` is how long that
+    /// has been so (`None`: some peer unchokes us, or none is connected).
+    pub fn server_moment(&self, cutoff: f64, choked_for: Option<f64>) -> f64 {
+        match choked_for {
+            Some(t) if t >= OPENING_PATIENCE => cutoff - self.opening_lead,
+            _ => cutoff,
+        }
+    }
+
     /// Whether piece deadlines this close are the planner's business (the
     /// rest is left to rarest-first).
     pub fn in_horizon(&self, now: f64, deadline: f64) -> bool {
@@ -135,7 +160,7 @@ mod tests {
 
     #[test]
     fn feasible_pieces_earliest_deadline_first_and_lost_ones_skipped() {
-        let policy = Policy { horizon: 10.0, prior_rate: 10_000.0, margin: 0.0, duplicate_margin: 0.0, rescue_window: 0.0 };
+        let policy = Policy { horizon: 10.0, prior_rate: 10_000.0, margin: 0.0, duplicate_margin: 0.0, ..Policy::default() };
         // 10 kB/s peer, nothing queued. Piece 0 due in 0.5 s needs 1 s: lost.
         // Piece 1 due at 2 s needs 1 s: fine; piece 2 due at 2.5 s would finish at 2 s: fine;
         // piece 3 (20 kB) due at 3 s would finish at 3.5 s: lost.
@@ -196,6 +221,16 @@ mod tests {
         let plan = policy.plan_for_peer(0.0, &pieces, &new_peer, |i| i != 0, |p| p.deadline);
         // At the 1 kB/s prior: piece 1 done at 1 s, piece 2 would end at 5 s: exactly in time.
         assert_eq!(plan.urgent, vec![1, 2]);
+    }
+
+    #[test]
+    fn before_any_unchoke_the_opening_pieces_go_to_the_server_early() {
+        let policy = Policy { opening_lead: 5.0, ..Policy::default() };
+        assert_eq!(policy.server_moment(4.5, Some(1.0)), -0.5, "choked for a second: fetched at once");
+        assert_eq!(policy.server_moment(4.5, Some(0.2)), 4.5, "a free slot may unchoke us yet");
+        assert_eq!(policy.server_moment(4.5, None), 4.5, "a peer unchokes us: the last safe moment again");
+        let off = Policy { opening_lead: 0.0, ..Policy::default() };
+        assert_eq!(off.server_moment(4.5, Some(10.0)), 4.5);
     }
 
     #[test]

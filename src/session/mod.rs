@@ -359,6 +359,13 @@ impl Session {
             return Err(Rejected::Banned);
         }
         if s.peers.values().any(|p| p.peer_id == peer_id || p.addr == addr) {
+            // Another address of a peer we already talk to (its listening
+            // port while it dialed us from another): back off as after a
+            // failure instead of dialing it again every second.
+            if let Some(c) = s.candidates.get_mut(&addr) {
+                c.failures += 1;
+                c.next_try = Instant::now() + backoff(c.failures);
+            }
             return Err(Rejected::Duplicate);
         }
         if s.peers.len() >= self.config.max_peers {

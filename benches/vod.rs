@@ -2,7 +2,7 @@
 //! sequential, each streaming in the same seeded worlds.
 //!
 //! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
-//! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60] [--rescue 0]`
+//! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60] [--rescue 0] [--opening-lead 0] [--upload-slots 4]`
 //!
 //! `deadline-coded` is the deadline picker with coded cooperation on, in a
 //! world whose peers offer it too; every other client runs in a world of
@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use ccfd_bt::choker::ChokerConfig;
 use ccfd_bt::client::{Client, ClientConfig};
 use ccfd_bt::session::SessionConfig;
 use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
@@ -33,6 +34,8 @@ struct Options {
     /// Which clients to run (by name: deadline, rarest, sequential, lt-a, lt-b, deadline-coded).
     clients: Vec<String>,
     policy: Policy,
+    /// Our client's regular unchoke slots.
+    upload_slots: usize,
 }
 
 fn parse_args() -> Options {
@@ -47,6 +50,7 @@ fn parse_args() -> Options {
         upload: 70_000,
         clients,
         policy: Policy::default(),
+        upload_slots: ChokerConfig::default().regular_slots,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,6 +70,8 @@ fn parse_args() -> Options {
             "--horizon" => o.policy.horizon = num(),
             "--prior-kbps" => o.policy.prior_rate = num() * 1000.0,
             "--rescue" => o.policy.rescue_window = num(),
+            "--opening-lead" => o.policy.opening_lead = num(),
+            "--upload-slots" => o.upload_slots = num() as usize,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -88,7 +94,10 @@ async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMod
         output: out,
         policy: o.policy.clone(),
         mode,
-        config: SessionConfig::default(),
+        config: SessionConfig {
+            choker: ChokerConfig { regular_slots: o.upload_slots, ..ChokerConfig::default() },
+            ..SessionConfig::default()
+        },
     };
     let stream = Stream::start(&client, &world.meta, &opts, Vec::new()).await.expect("stream");
     let report = stream.finish().await.expect("stream finished");
@@ -166,6 +175,7 @@ fn main() {
             let dir = tmp.path().join(format!("{name}-{k}").replace(' ', "-"));
             std::fs::create_dir_all(&dir).unwrap();
             let r = rt.block_on(one_run(&o, &movie, &dir, k + 1, mode, coded, [73, (m as u64 * o.worlds + k) as u8]));
+            eprintln!("  {name} world {}: {:.1}% from the server, {} pieces missed", k + 1, 100.0 * r.server_share, r.missed_pieces);
             share.push(r.server_share);
             missed.push(f64::from(r.missed_pieces));
             continuity.push(r.continuity);

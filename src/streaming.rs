@@ -4,9 +4,10 @@
 //! `pick` for each peer's requests while a plan is set. The `run` task ticks
 //! every 50 ms: it records arrivals in the ledger and, at each piece's last
 //! safe moment, claims the blocks still missing and fetches exactly those
-//! from the VoD server (a BEP 19 web seed); while no peer unchokes us the
-//! opening pieces are fetched earlier (`Policy::server_moment`). Server
-//! blocks go through the same verification as peer blocks.
+//! from the VoD server (a BEP 19 web seed); once every peer has choked us
+//! for a second, pieces close to their cut-off are fetched earlier
+//! (`Policy::server_moment`). Server blocks go through the same
+//! verification as peer blocks.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -29,12 +29,13 @@ pub struct Policy {
     /// Off (0) by default: 3 s took more from the server in the bench (the
     /// second requests queue ahead of the second peer's own urgent blocks).
     pub rescue_window: f64,
-    /// While every peer chokes us, a piece whose server cut-off is this
-    /// close (seconds) is fetched from the server at once instead of at its
-    /// cut-off. Such a piece cannot come from a peer that has not even
-    /// unchoked us yet, so it costs no extra server bytes; having it early
-    /// gives us something to upload, which is what makes tit-for-tat peers
-    /// unchoke a newcomer. 0 turns it off.
+    /// While every peer chokes us (in practice: the opening, before anyone
+    /// has reason to unchoke a newcomer), a piece whose server cut-off is
+    /// this close (seconds) is fetched from the server at once instead of
+    /// at its cut-off. A peer would have to unchoke us and send the piece
+    /// within the lead, so these are nearly always bytes the server sends
+    /// anyway; having them early gives us something to upload, which is
+    /// what makes tit-for-tat peers unchoke a newcomer. 0 turns it off.
     pub opening_lead: f64,
 }
 
@@ -42,9 +43,9 @@ impl Default for Policy {
     fn default() -> Self {
         // Measured in the VoD bench (4 worlds, R = 60 kB/s, 70 kB/s peers): a
         // 60 s horizon and an optimistic prior took 3.7% of the movie from the
-        // server, against 7.8% with 20 s and 20 kB/s. An opening lead of 3 or
-        // 6 s took 7.9% of a 6 MB movie, against 13.5% without (5 worlds
-        // each, docs/BENCHMARKS.md); 10 s took 9.0%.
+        // server, against 7.8% with 20 s and 20 kB/s. With a 6 MB movie the
+        // 5 s opening lead took 8.3% (10 worlds), against 13.5% without (5
+        // worlds); leads of 3 and 6 s did as well, 10 s worse (BENCHMARKS.md).
         Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0, rescue_window: 0.0, opening_lead: 5.0 }
     }
 }

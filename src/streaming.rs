@@ -194,6 +194,7 @@ pub async fn run(
         }
         let now = session.started.elapsed().as_secs_f64();
         let have = session.have();
+        let schedule = plan.schedule();
         {
             let mut l = lock(&ledger);
             let now_wasted = session.snapshot_wasted();
@@ -201,7 +202,7 @@ pub async fn run(
             wasted = now_wasted;
             for p in have.ones() {
                 if seen.set(p) {
-                    tracing::debug!(piece = p, at = now, due = ?plan.schedule().deadlines.get(p as usize), "piece verified");
+                    tracing::debug!(piece = p, at = now, due = ?schedule.deadlines.get(p as usize), "piece verified");
                     l.arrived(p, now);
                 }
             }
@@ -210,7 +211,6 @@ pub async fn run(
             return Ok(lock(&ledger).report(now));
         }
         let Some(server) = &server else { continue };
-        let schedule = plan.schedule();
         choked_since = session.choked_by_all().then(|| choked_since.unwrap_or(now));
         let choked_for = choked_since.map(|since| now - since);
         for piece in (0..have.len()).filter(|&p| !have.get(p)) {

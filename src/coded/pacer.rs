@@ -70,7 +70,7 @@ impl Pacer {
         let off_target = ((TARGET_DELAY_US - queuing) as f64 / TARGET_DELAY_US as f64).clamp(-2.0, 1.0);
         // Steps of a few percent per sample, as LEDBAT, but never below
         // (a little under) what the path is seen to pass: the steps alone
-        // overshoot far below it while the delay signal lags.
+        // undershoot far below it while the delay signal lags.
         let floor = delivered * (1.0 + PACING_GAIN * off_target.max(-1.0));
         self.rate = (self.rate * (1.0 + STEP * off_target)).max(floor).clamp(MIN_RATE, self.ceiling);
         tracing::trace!(rate = self.rate as u64, delivered = delivered as u64, queuing, "coded pacing");

@@ -161,6 +161,15 @@ struct Candidate {
     pinned: bool,
 }
 
+impl Candidate {
+    /// A dial failed, a connection ended or was refused: try later, and
+    /// later again each time in a row.
+    fn failed(&mut self, now: Instant) {
+        self.failures += 1;
+        self.next_try = now + backoff(self.failures);
+    }
+}
+
 struct SwarmState {
     picker: Picker,
     buffers: HashMap<u32, PieceBuffer>,
@@ -363,8 +372,7 @@ impl Session {
             // port while it dialed us from another): back off as after a
             // failure instead of dialing it again every second.
             if let Some(c) = s.candidates.get_mut(&addr) {
-                c.failures += 1;
-                c.next_try = Instant::now() + backoff(c.failures);
+                c.failed(Instant::now());
             }
             return Err(Rejected::Duplicate);
         }
@@ -401,10 +409,8 @@ impl Session {
     pub fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
         let mut s = lock(&self.state);
         if let Some(p) = s.peers.remove(&key) {
-            let now = Instant::now();
             if let Some(c) = s.candidates.get_mut(&p.addr) {
-                c.failures += 1;
-                c.next_try = now + backoff(c.failures);
+                c.failed(Instant::now());
             }
             s.picker.remove_peer(key, has);
         }
@@ -758,8 +764,7 @@ impl Session {
             s.connecting.remove(&addr);
             if stream.is_none() {
                 if let Some(c) = s.candidates.get_mut(&addr) {
-                    c.failures += 1;
-                    c.next_try = Instant::now() + backoff(c.failures);
+                    c.failed(Instant::now());
                 }
             }
         }

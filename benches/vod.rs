@@ -1,7 +1,7 @@
 //! VoD server bytes: our deadline picker against rarest-first and
 //! sequential, each streaming in the same seeded worlds.
 //!
-//! `cargo bench --bench vod -- [--worlds 10] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
+//! `cargo bench --bench vod -- [--worlds 10] [--first-world 1] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
 //! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60] [--rescue 0] [--opening-lead 0] [--upload-slots 4]`
 //!
 //! `deadline-coded` is the deadline picker with coded cooperation on, in a
@@ -25,6 +25,8 @@ use ccfd_vod::Report;
 
 struct Options {
     worlds: u64,
+    /// The first world's seed; the rest follow (split a long run across processes).
+    first_world: u64,
     size: usize,
     rate: f64,
     delay: f64,
@@ -42,6 +44,7 @@ fn parse_args() -> Options {
     let clients = ["deadline", "rarest", "sequential", "lt-a", "lt-b", "deadline-coded"].map(String::from).to_vec();
     let mut o = Options {
         worlds: 10,
+        first_world: 1,
         size: 6_000_000,
         rate: 60_000.0,
         delay: 6.0,
@@ -61,6 +64,7 @@ fn parse_args() -> Options {
         let mut num = || args.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{a} needs a number"));
         match a.as_str() {
             "--worlds" => o.worlds = num() as u64,
+            "--first-world" => o.first_world = (num() as u64).max(1),
             "--size-kb" => o.size = (num() * 1000.0) as usize,
             "--rate" => o.rate = num() * 1000.0,
             "--delay" => o.delay = num(),
@@ -139,6 +143,12 @@ fn mean_ci(xs: &[f64]) -> (f64, f64) {
     (mean, 1.96 * (var / n).sqrt())
 }
 
+/// A world's 127.x.y.0/24 block: distinct per client and seed, so bench
+/// processes running different worlds side by side never share addresses.
+fn world_net(x: u8, client: usize, seed: u64) -> [u8; 2] {
+    [x, ((client as u64 * 60 + seed) % 250) as u8]
+}
+
 fn main() {
     let o = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -147,14 +157,15 @@ fn main() {
     let data = ccfd_bt::world::pseudo_random_bytes(o.size, 7);
     std::fs::write(&movie, data).unwrap();
     println!(
-        "movie {} kB, R = {} kB/s, D = {} s, P = {} s, {} world peers at {} kB/s + 1 permanent seed, {} worlds",
+        "movie {} kB, R = {} kB/s, D = {} s, P = {} s, {} world peers at {} kB/s + 1 permanent seed, worlds {}..{}",
         o.size / 1000,
         o.rate / 1000.0,
         o.delay,
         o.prefetch,
         o.peers,
         o.upload / 1000,
-        o.worlds
+        o.first_world,
+        o.first_world + o.worlds - 1
     );
     println!("{:<14} {:>20} {:>16} {:>12} {:>8}", "client", "server share (95%)", "missed pieces", "continuity", "stalls");
     let modes = [
@@ -171,11 +182,11 @@ fn main() {
         let mut missed = Vec::new();
         let mut continuity = Vec::new();
         let mut stalls = 0;
-        for k in 0..o.worlds {
-            let dir = tmp.path().join(format!("{name}-{k}").replace(' ', "-"));
+        for seed in o.first_world..o.first_world + o.worlds {
+            let dir = tmp.path().join(format!("{name}-{seed}").replace(' ', "-"));
             std::fs::create_dir_all(&dir).unwrap();
-            let r = rt.block_on(one_run(&o, &movie, &dir, k + 1, mode, coded, [73, (m as u64 * o.worlds + k) as u8]));
-            eprintln!("  {name} world {}: {:.1}% from the server, {} pieces missed", k + 1, 100.0 * r.server_share, r.missed_pieces);
+            let r = rt.block_on(one_run(&o, &movie, &dir, seed, mode, coded, world_net(73, m, seed)));
+            eprintln!("  {name} world {seed}: {:.1}% from the server, {} pieces missed", 100.0 * r.server_share, r.missed_pieces);
             share.push(r.server_share);
             missed.push(f64::from(r.missed_pieces));
             continuity.push(r.continuity);
@@ -192,11 +203,10 @@ fn main() {
         }
         let mut share = Vec::new();
         let mut missed = Vec::new();
-        for k in 0..o.worlds {
-            let dir = tmp.path().join(format!("lt-{mode}-{k}"));
+        for seed in o.first_world..o.first_world + o.worlds {
+            let dir = tmp.path().join(format!("lt-{mode}-{seed}"));
             std::fs::create_dir_all(&dir).unwrap();
-            let net = [74, (m as u64 * o.worlds + k) as u8];
-            match rt.block_on(libtorrent_run(&o, &movie, &dir, k + 1, mode, net)) {
+            match rt.block_on(libtorrent_run(&o, &movie, &dir, seed, mode, world_net(74, m, seed))) {
                 Some((s, p)) => {
                     share.push(s);
                     missed.push(p);

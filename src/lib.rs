@@ -8,6 +8,7 @@ pub mod choker;
 pub mod client;
 pub mod coded;
 pub mod coding;
+pub mod delivery_rate;
 pub mod hash;
 pub mod http1;
 pub mod metadata;

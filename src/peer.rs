@@ -25,6 +25,7 @@ use crate::client::lock;
 use crate::coded::link::CodedLink;
 use crate::coded::proto::{Control, Offer, CCFD_ID, GENERATION};
 use crate::coded::Arrival;
+use crate::delivery_rate::DeliveryRate;
 use crate::metadata::{answer_request, UtMetadata, UT_METADATA_ID};
 use crate::picker::PeerKey;
 use crate::session::{PeerCommand, Session};
@@ -105,6 +106,7 @@ async fn run_connection(session: Arc<Session>, stream: TcpStream, addr: SocketAd
         last_recv: Instant::now(),
         last_keepalive: Instant::now(),
         window_bytes: 0,
+        delivery: DeliveryRate::default(),
         rate: 0.0,
         out: out_tx,
         uploads: up_tx,
@@ -159,6 +161,8 @@ struct Connection {
     window_bytes: u64,
     /// Smoothed download rate from this peer, bytes per second.
     rate: f64,
+    /// What it delivers since its last unchoke, for the deadline planner.
+    delivery: DeliveryRate,
     out: mpsc::Sender<Message>,
     uploads: mpsc::Sender<BlockRef>,
     upload: Arc<UploadShared>,
@@ -264,6 +268,7 @@ impl Connection {
                     link.forget_all();
                 }
                 self.session.peer_choking(self.key, true);
+                self.delivery.choked();
                 let held: Vec<BlockRef> = self.outstanding.drain().collect();
                 self.session.release(self.key, held);
             }
@@ -272,6 +277,7 @@ impl Connection {
                 self.peer_choking = false;
                 self.session.peer_choking(self.key, false);
                 self.last_block = Instant::now();
+                self.delivery.unchoked(self.last_block);
             }
             Message::Interested => self.session.peer_interest(self.key, true),
             Message::NotInterested => self.session.peer_interest(self.key, false),
@@ -280,6 +286,7 @@ impl Connection {
                 let block = BlockRef { piece, offset, length: data.len() as u32 };
                 self.outstanding.remove(&block);
                 self.last_block = Instant::now();
+                self.delivery.record(self.last_block, data.len() as u64);
                 self.window_bytes += data.len() as u64;
                 self.session.client.download.acquire(data.len() as u64).await;
                 if let Some(done) = self.session.on_block(self.key, block, &data) {
@@ -426,7 +433,8 @@ impl Connection {
             return Ok(());
         }
         let queued = self.outstanding.iter().map(|b| u64::from(b.length)).sum();
-        for block in self.session.pick(self.key, &self.has, room, queued) {
+        let rate = self.delivery.rate(Instant::now());
+        for block in self.session.pick(self.key, &self.has, room, queued, rate) {
             self.outstanding.insert(block);
             let ip = self.addr.ip();
             let coded =
@@ -463,6 +471,7 @@ impl Connection {
         let outcome = link.on_arrival(arrival, &self.session, self.key, self.addr.ip());
         if outcome.innovative_bytes > 0 {
             self.last_block = Instant::now();
+            self.delivery.record(self.last_block, outcome.innovative_bytes);
             self.window_bytes += outcome.innovative_bytes;
             self.session.client.download.acquire(outcome.innovative_bytes).await;
         }

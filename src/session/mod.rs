@@ -493,12 +493,13 @@ impl Session {
         !s.peers.is_empty() && s.peers.values().all(|p| p.chokes_us)
     }
 
-    /// Picks blocks to request from a peer that owes us `queued` bytes;
-    /// by deadline while streaming.
-    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64) -> Vec<BlockRef> {
+    /// Picks blocks to request from a peer that owes us `queued` bytes and
+    /// delivers at `rate` (`None`: not known yet); by deadline while streaming.
+    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64, rate: Option<f64>) -> Vec<BlockRef> {
         let plan = lock(&self.stream).clone();
         let mut s = lock(&self.state);
-        let rate = s.peers.get(&key).map_or(0.0, |p| p.down_rate);
+        // Unknown is zero to the planner, which then assumes its prior.
+        let rate = rate.unwrap_or(0.0);
         let SwarmState { picker, rng, .. } = &mut *s;
         match plan {
             Some(plan) => {

@@ -74,6 +74,7 @@ fn parse_args() -> Options {
             "--horizon" => o.policy.horizon = num(),
             "--prior-kbps" => o.policy.prior_rate = num() * 1000.0,
             "--rescue" => o.policy.rescue_window = num(),
+            "--margin" => o.policy.margin = num(),
             "--opening-lead" => o.policy.opening_lead = num(),
             "--upload-slots" => o.upload_slots = num() as usize,
             "--bench" => {}

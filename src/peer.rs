@@ -284,6 +284,7 @@ impl Connection {
             Message::Request(block) => self.on_request(block)?,
             Message::Piece { piece, offset, data } => {
                 let block = BlockRef { piece, offset, length: data.len() as u32 };
+                tracing::trace!(addr = %self.addr, piece, offset, "block");
                 self.outstanding.remove(&block);
                 self.last_block = Instant::now();
                 self.delivery.record(self.last_block, data.len() as u64);
@@ -445,7 +446,10 @@ impl Connection {
                     self.send_control(want).await?;
                     self.session.coded_announce(block, self.session.coded_rank(block).unwrap_or(0));
                 }
-                None => self.send(Message::Request(block)).await?,
+                None => {
+                    tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "request");
+                    self.send(Message::Request(block)).await?
+                }
             }
         }
         Ok(())

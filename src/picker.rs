@@ -61,11 +61,21 @@ pub enum BlockOutcome {
     Unwanted,
 }
 
+/// How far one piece is from complete, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Not received yet.
+    pub remaining: u64,
+    /// Not received and not requested from anyone.
+    pub unrequested: u64,
+}
+
 /// A streaming pick: which pieces come first, which may be requested twice,
 /// and which the usual policy must leave alone.
 pub struct PickPlan<'a> {
-    /// Pieces to request blocks of, in this order.
-    pub urgent: &'a [u32],
+    /// Pieces to request blocks of, in this order, each with the most
+    /// blocks of it this peer may take on.
+    pub urgent: &'a [(u32, usize)],
     /// Pieces whose in-flight blocks may be requested from a second peer
     /// (right after its missing blocks, for a piece that is also urgent).
     pub duplicate: &'a [u32],
@@ -192,21 +202,21 @@ impl Picker {
         rng: &mut impl Rng,
     ) -> Vec<BlockRef> {
         let mut out = Vec::new();
-        for &piece in plan.urgent {
+        for &(piece, blocks) in plan.urgent {
             if out.len() >= max || !peer_has.get(piece) {
                 continue;
             }
             if self.states.get(piece as usize) == Some(&PieceState::Missing) {
                 self.activate(piece);
             }
-            self.take_missing(peer, piece, max, &mut out);
+            self.take_missing(peer, piece, max.min(out.len().saturating_add(blocks)), &mut out);
             // An urgent piece that is also a duplicate: its in-flight blocks
             // are asked again here, before later pieces.
             if out.len() < max && plan.duplicate.contains(&piece) {
                 self.take_second_requests(peer, piece, max, &mut out);
             }
         }
-        for &piece in plan.duplicate.iter().filter(|p| !plan.urgent.contains(p)) {
+        for &piece in plan.duplicate.iter().filter(|&&p| !plan.urgent.iter().any(|&(u, _)| u == p)) {
             if out.len() < max && peer_has.get(piece) {
                 self.take_second_requests(peer, piece, max, &mut out);
             }
@@ -243,19 +253,33 @@ impl Picker {
         self.states[piece as usize] = PieceState::Active;
     }
 
-    /// Bytes of `piece` not received yet, and whether any of them is requested.
-    pub fn progress(&self, piece: u32) -> (u64, bool) {
+    /// Bytes of `piece` not received yet, and how many of those no peer
+    /// has been asked for.
+    pub fn progress(&self, piece: u32) -> Progress {
         match self.states.get(piece as usize) {
-            Some(PieceState::Missing) => (u64::from(self.piece_len(piece)), false),
+            Some(PieceState::Missing) => {
+                let len = u64::from(self.piece_len(piece));
+                Progress { remaining: len, unrequested: len }
+            }
             Some(PieceState::Active) => match self.partial.get(&piece) {
                 Some(p) => {
-                    let missing = p.blocks.iter().enumerate().filter(|(_, b)| **b != Block::Received);
-                    let remaining = missing.clone().map(|(i, _)| u64::from(self.block_ref(piece, i as u32).length)).sum();
-                    (remaining, missing.into_iter().any(|(_, b)| matches!(b, Block::Requested(_))))
+                    let mut progress = Progress::default();
+                    for (i, b) in p.blocks.iter().enumerate() {
+                        let len = u64::from(self.block_ref(piece, i as u32).length);
+                        match b {
+                            Block::Received => {}
+                            Block::Missing => {
+                                progress.remaining += len;
+                                progress.unrequested += len;
+                            }
+                            Block::Requested(_) => progress.remaining += len,
+                        }
+                    }
+                    progress
                 }
-                None => (0, false),
+                None => Progress::default(),
             },
-            _ => (0, false),
+            _ => Progress::default(),
         }
     }
 
@@ -472,12 +496,16 @@ mod tests {
         let rng = &mut StdRng::seed_from_u64(3);
         // Peer 1 holds all four blocks of piece 0.
         let none = |_: u32| false;
-        let first = p.pick_planned(1, &full(4), 4, &PickPlan { urgent: &[0], duplicate: &[], skip: &none }, rng);
+        let first = p.pick_planned(1, &full(4), 4, &PickPlan { urgent: &[(0, usize::MAX)], duplicate: &[], skip: &none }, rng);
         assert!(first.iter().all(|b| b.piece == 0) && first.len() == 4);
         // Peer 2: piece 0 is urgent and near its cut-off, piece 1 urgent too.
-        let second = p.pick_planned(2, &full(4), 6, &PickPlan { urgent: &[0, 1], duplicate: &[0], skip: &none }, rng);
+        let second = p.pick_planned(2, &full(4), 6, &PickPlan { urgent: &[(0, usize::MAX), (1, 2)], duplicate: &[0], skip: &none }, rng);
         let pieces: Vec<u32> = second.iter().map(|b| b.piece).collect();
-        assert_eq!(pieces, vec![0, 0, 0, 0, 1, 1], "piece 0's in-flight blocks first, then piece 1");
+        assert_eq!(pieces, vec![0, 0, 0, 0, 1, 1], "piece 0's in-flight blocks first, then two of piece 1");
+        // A third peer may take on one block of piece 1: one of the two left.
+        let third = p.pick_planned(3, &full(4), 6, &PickPlan { urgent: &[(1, 1)], duplicate: &[], skip: &|_| true }, rng);
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].piece, 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rand::Rng;
 
 use crate::bitfield::Bitfield;
 use crate::client::lock;
-use crate::picker::{PeerKey, PickPlan, Picker, PieceState};
+use crate::picker::{PeerKey, PickPlan, Picker, PieceState, Progress};
 use crate::session::Session;
 use crate::webseed::WebSeed;
 use crate::wire::BlockRef;
@@ -147,6 +147,7 @@ pub fn pick(
                 .chain(0..first)
                 .filter(|&i| !claimed.contains(&i) && matches!(picker.state(i), Some(PieceState::Missing | PieceState::Active)))
                 .collect();
+            let order: Vec<(u32, usize)> = order.into_iter().map(|i| (i, usize::MAX)).collect();
             let plan = PickPlan { urgent: &order, duplicate: &[], skip: &|i| claimed.contains(&i) };
             return picker.pick_planned(key, has, max, &plan, rng);
         }
@@ -160,15 +161,22 @@ pub fn pick(
         .filter_map(|(i, &deadline)| {
             let index = i as u32;
             matches!(picker.state(index), Some(PieceState::Missing | PieceState::Active)).then(|| {
-                let (remaining, requested) = picker.progress(index);
-                PieceView { index, deadline, remaining, requested }
+                let Progress { remaining, unrequested } = picker.progress(index);
+                PieceView { index, deadline, remaining, unrequested, requested: unrequested < remaining }
             })
         })
         .collect();
     pieces.sort_by(|a, b| a.deadline.total_cmp(&b.deadline));
     let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
     let reserved = |i: u32| schedule.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
-    let order: Vec<u32> = peer_plan.urgent.iter().chain(&peer_plan.long_shots).copied().collect();
+    // Urgent blocks first, then one block of each long shot.
+    let block = u64::from(crate::wire::BLOCK_SIZE);
+    let order: Vec<(u32, usize)> = peer_plan
+        .urgent
+        .iter()
+        .map(|t| (t.piece, t.bytes.div_ceil(block) as usize))
+        .chain(peer_plan.long_shots.iter().map(|&i| (i, 1)))
+        .collect();
     picker.pick_planned(key, has, max, &PickPlan { urgent: &order, duplicate: &peer_plan.duplicate, skip: &reserved }, rng)
 }
 
@@ -219,7 +227,7 @@ pub async fn run(
             if deadline - now > FALLBACK_LOOKAHEAD {
                 continue;
             }
-            let (remaining, _) = session.piece_progress(piece);
+            let remaining = session.piece_progress(piece).remaining;
             let moment = plan.policy.server_moment(plan.cutoff(deadline, remaining), choked_for);
             if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < moment {
                 continue;

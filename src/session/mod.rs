@@ -32,7 +32,7 @@ use crate::bitfield::Bitfield;
 use crate::choker::{ChokeInput, Choker, ChokerConfig};
 use crate::client::{lock, ClientShared};
 use crate::metainfo::Metainfo;
-use crate::picker::{BlockOutcome, PeerKey, Picker};
+use crate::picker::{BlockOutcome, PeerKey, Picker, Progress};
 use crate::storage::{OpenMode, Storage, StorageError};
 use crate::streaming::{self, StreamPlan, SERVER_KEY};
 use crate::superseed::SuperSeed;
@@ -515,15 +515,15 @@ impl Session {
         *lock(&self.stream) = Some(plan);
     }
 
-    /// Bytes of `piece` still missing, and whether peers were asked for them.
-    pub fn piece_progress(&self, piece: u32) -> (u64, bool) {
+    /// Bytes of `piece` still missing, and of those not requested.
+    pub fn piece_progress(&self, piece: u32) -> Progress {
         lock(&self.state).picker.progress(piece)
     }
 
     /// Bytes still missing of every piece (0 once verified), in one look.
     pub fn pieces_remaining(&self) -> Vec<u64> {
         let s = lock(&self.state);
-        (0..self.meta.piece_count()).map(|i| s.picker.progress(i).0).collect()
+        (0..self.meta.piece_count()).map(|i| s.picker.progress(i).remaining).collect()
     }
 
     /// Hands the missing blocks of `piece` to the VoD server, cancelling

@@ -1,16 +1,22 @@
 //! The deadline-aware pick policy.
 //!
-//! Earliest deadline first over a rolling horizon, with feasibility triage:
-//! for each peer we estimate when a piece would finish if queued behind what
-//! the peer already owes us (queued bytes / measured rate). A piece that can
-//! make its server cut-off from this peer is urgent; one predicted late by
-//! less than `duplicate_margin` may be requested a second time from this
-//! peer (the first copy cancels the other). A piece predicted to miss its
-//! cut-off is a long shot: it is asked for only after every feasible piece,
-//! because whatever part of it arrives before the cut-off is a part the
-//! server need not send (the fallback fetches missing blocks only). Beyond
-//! the horizon the engine's rarest-first picker runs, so we stay a good
-//! trading partner.
+//! Earliest deadline first over a rolling horizon, with feasibility triage
+//! block by block: for each peer we estimate when each block it could take
+//! on would arrive, queued behind what the peer already owes us (queued
+//! bytes / measured rate). A peer takes on only the blocks of a piece it
+//! can deliver before the piece's server cut-off; the rest stay free for
+//! other peers, so a piece due soon is spread over several peers instead
+//! of waiting on one slow one. A requested piece predicted late by less
+//! than `duplicate_margin` may be requested a second time from this peer
+//! (the first copy cancels the other). A piece of which not even one block
+//! can make its cut-off from this peer is a long shot: one block of it is
+//! asked for after every feasible one, because whatever arrives before the
+//! cut-off is a part the server need not send (the fallback fetches missing
+//! blocks only). Beyond the horizon the engine's rarest-first picker runs,
+//! so we stay a good trading partner.
+
+/// The BitTorrent request size: the unit a peer takes a piece on in.
+pub const BLOCK: u64 = 16 * 1024;
 
 /// Tunables of the policy.
 #[derive(Debug, Clone)]
@@ -63,6 +69,9 @@ pub struct PieceView {
     pub deadline: f64,
     /// Bytes not yet received.
     pub remaining: u64,
+    /// Of those, bytes no peer has been asked for: what a peer taking the
+    /// piece on would fetch.
+    pub unrequested: u64,
     /// Some of its missing blocks are already requested from a peer.
     pub requested: bool,
 }
@@ -76,17 +85,39 @@ pub struct PeerView {
     pub queued: u64,
 }
 
+/// Part of a piece one peer should fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Take {
+    pub piece: u32,
+    /// Bytes of its unrequested blocks (whole blocks, or all of them).
+    pub bytes: u64,
+}
+
 /// What to fetch from one peer now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PeerPlan {
-    /// Pieces to request blocks of, earliest deadline first.
-    pub urgent: Vec<u32>,
+    /// Blocks to request, by piece, earliest deadline first: as many as the
+    /// peer can deliver before each piece's cut-off.
+    pub urgent: Vec<Take>,
     /// Pieces predicted slightly late, or feasible here and close to their
     /// cut-off: request their in-flight blocks again here.
     pub duplicate: Vec<u32>,
-    /// Pieces predicted to miss their cut-off from this peer, earliest first:
-    /// worth asking for only after the urgent ones.
+    /// Pieces of which no block is predicted to make its cut-off from this
+    /// peer, earliest first: one block each is worth asking for after the
+    /// urgent ones.
     pub long_shots: Vec<u32>,
+}
+
+/// How much of `unrequested` bytes (whole blocks, the last one possibly
+/// short) fit in a budget of `budget` bytes.
+fn deliverable(unrequested: u64, budget: f64) -> u64 {
+    if budget >= unrequested as f64 {
+        unrequested
+    } else if budget <= 0.0 {
+        0
+    } else {
+        (budget as u64 / BLOCK * BLOCK).min(unrequested)
+    }
 }
 
 /// The moment the server must be asked for a piece's missing bytes: its
@@ -116,17 +147,24 @@ impl Policy {
             if !peer_has(piece.index) || piece.remaining == 0 {
                 continue;
             }
-            let finish = now + (queued + piece.remaining as f64) / rate;
             let cutoff = server_cutoff(piece);
-            if finish <= cutoff {
-                plan.urgent.push(piece.index);
-                queued += piece.remaining as f64;
-                if piece.requested && cutoff - now <= self.rescue_window {
-                    plan.duplicate.push(piece.index);
+            if piece.unrequested > 0 {
+                let bytes = deliverable(piece.unrequested, (cutoff - now) * rate - queued);
+                if bytes > 0 {
+                    plan.urgent.push(Take { piece: piece.index, bytes });
+                    queued += bytes as f64;
+                    if piece.requested && cutoff - now <= self.rescue_window {
+                        plan.duplicate.push(piece.index);
+                    }
+                    continue;
                 }
-            } else if piece.requested && finish <= cutoff + self.duplicate_margin {
+            }
+            let finish = now + (queued + piece.remaining as f64) / rate;
+            if piece.requested && finish > cutoff && finish <= cutoff + self.duplicate_margin {
                 plan.duplicate.push(piece.index);
-            } else if now < cutoff {
+            } else if piece.requested && piece.unrequested == 0 && finish <= cutoff && cutoff - now <= self.rescue_window {
+                plan.duplicate.push(piece.index);
+            } else if piece.unrequested > 0 && now < cutoff {
                 plan.long_shots.push(piece.index);
             }
         }
@@ -156,7 +194,34 @@ mod tests {
     use super::*;
 
     fn piece(index: u32, deadline: f64, remaining: u64) -> PieceView {
-        PieceView { index, deadline, remaining, requested: false }
+        PieceView { index, deadline, remaining, unrequested: remaining, requested: false }
+    }
+
+    fn in_flight(mut p: PieceView) -> PieceView {
+        p.unrequested = 0;
+        p.requested = true;
+        p
+    }
+
+    fn pieces_of(takes: &[Take]) -> Vec<u32> {
+        takes.iter().map(|t| t.piece).collect()
+    }
+
+    #[test]
+    fn a_slow_peer_takes_only_the_blocks_it_can_deliver_in_time() {
+        let policy = Policy { horizon: 10.0, margin: 0.0, ..Policy::default() };
+        // 16 kB/s peer, 16 kB already queued; piece 0 (4 blocks) is cut off at 3 s:
+        // the queue takes 1 s, then two blocks fit. The other two stay free for other peers.
+        let peer = PeerView { rate: BLOCK as f64, queued: BLOCK };
+        let plan = policy.plan_for_peer(0.0, &[piece(0, 3.0, 4 * BLOCK)], &peer, |_| true, |p| p.deadline);
+        assert_eq!(plan.urgent, vec![Take { piece: 0, bytes: 2 * BLOCK }]);
+        // Another peer sees only the two blocks nobody was asked for.
+        let mut rest = piece(0, 3.0, 4 * BLOCK);
+        rest.unrequested = 2 * BLOCK;
+        rest.requested = true;
+        let idle = PeerView { rate: BLOCK as f64, queued: 0 };
+        let plan = policy.plan_for_peer(0.0, &[rest], &idle, |_| true, |p| p.deadline);
+        assert_eq!(plan.urgent, vec![Take { piece: 0, bytes: 2 * BLOCK }]);
     }
 
     #[test]
@@ -168,7 +233,7 @@ mod tests {
         let pieces = [piece(0, 0.5, 10_000), piece(1, 2.0, 10_000), piece(2, 2.5, 5_000), piece(3, 3.0, 20_000), piece(4, 30.0, 1)];
         let peer = PeerView { rate: 10_000.0, queued: 0 };
         let plan = policy.plan_for_peer(0.0, &pieces, &peer, |_| true, |p| p.deadline);
-        assert_eq!(plan.urgent, vec![1, 2], "piece 4 is beyond the horizon");
+        assert_eq!(pieces_of(&plan.urgent), vec![1, 2], "piece 4 is beyond the horizon");
         assert!(plan.duplicate.is_empty());
         assert_eq!(plan.long_shots, vec![0, 3], "worth a try after the feasible ones");
         // Once a piece's cut-off has passed it is the server's alone.
@@ -182,15 +247,14 @@ mod tests {
         let pieces = [piece(0, 2.0, 10_000)];
         let idle = PeerView { rate: 10_000.0, queued: 0 };
         let busy = PeerView { rate: 10_000.0, queued: 15_000 };
-        assert_eq!(policy.plan_for_peer(0.0, &pieces, &idle, |_| true, |p| p.deadline).urgent, vec![0]);
+        assert_eq!(pieces_of(&policy.plan_for_peer(0.0, &pieces, &idle, |_| true, |p| p.deadline).urgent), vec![0]);
         assert!(policy.plan_for_peer(0.0, &pieces, &busy, |_| true, |p| p.deadline).urgent.is_empty());
     }
 
     #[test]
     fn slightly_late_requested_pieces_are_duplicated_and_missing_ones_are_not() {
         let policy = Policy { horizon: 10.0, margin: 0.0, duplicate_margin: 1.0, ..Policy::default() };
-        let mut late = piece(0, 1.0, 15_000);
-        late.requested = true;
+        let late = in_flight(piece(0, 1.0, 15_000));
         let not_requested = piece(1, 1.0, 15_000);
         let peer = PeerView { rate: 10_000.0, queued: 0 };
         // Finishes at 1.5 s, due at 1.0: late by 0.5 < 1.0.
@@ -204,13 +268,11 @@ mod tests {
         let policy = Policy { horizon: 10.0, margin: 0.0, rescue_window: 3.0, ..Policy::default() };
         // Both pieces' last blocks are in flight at some other peer; this one
         // (10 kB/s) can finish either in time.
-        let mut soon = piece(0, 2.0, 10_000);
-        soon.requested = true;
-        let mut later = piece(1, 8.0, 10_000);
-        later.requested = true;
+        let soon = in_flight(piece(0, 2.0, 10_000));
+        let later = in_flight(piece(1, 8.0, 10_000));
         let peer = PeerView { rate: 10_000.0, queued: 0 };
         let plan = policy.plan_for_peer(0.0, &[soon, later], &peer, |_| true, |p| p.deadline);
-        assert_eq!(plan.urgent, vec![0, 1]);
+        assert!(plan.urgent.is_empty(), "nothing is left to take on");
         assert_eq!(plan.duplicate, vec![0], "only the piece within 3 s of its cut-off is asked twice");
     }
 
@@ -221,7 +283,7 @@ mod tests {
         let new_peer = PeerView { rate: 0.0, queued: 0 };
         let plan = policy.plan_for_peer(0.0, &pieces, &new_peer, |i| i != 0, |p| p.deadline);
         // At the 1 kB/s prior: piece 1 done at 1 s, piece 2 would end at 5 s: exactly in time.
-        assert_eq!(plan.urgent, vec![1, 2]);
+        assert_eq!(pieces_of(&plan.urgent), vec![1, 2]);
     }
 
     #[test]

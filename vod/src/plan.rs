@@ -51,7 +51,9 @@ impl Default for Policy {
         // 60 s horizon and an optimistic prior took 3.7% of the movie from the
         // server, against 7.8% with 20 s and 20 kB/s. With a 6 MB movie the
         // 5 s opening lead took 8.3% (10 worlds), against 13.5% without (5
-        // worlds); leads of 3 and 6 s did as well, 10 s worse (BENCHMARKS.md).
+        // worlds); leads of 3 and 6 s did as well, 10 s worse. With delivery
+        // rates and block budgets (session 6): 6.8% over 20 worlds; a 0.2 s
+        // margin made no difference there (BENCHMARKS.md).
         Policy { horizon: 60.0, prior_rate: 60_000.0, margin: 0.5, duplicate_margin: 1.0, rescue_window: 0.0, opening_lead: 5.0 }
     }
 }
@@ -160,9 +162,9 @@ impl Policy {
                 }
             }
             let finish = now + (queued + piece.remaining as f64) / rate;
-            if piece.requested && finish > cutoff && finish <= cutoff + self.duplicate_margin {
-                plan.duplicate.push(piece.index);
-            } else if piece.requested && piece.unrequested == 0 && finish <= cutoff && cutoff - now <= self.rescue_window {
+            let slightly_late = finish > cutoff && finish <= cutoff + self.duplicate_margin;
+            let rescue = piece.unrequested == 0 && finish <= cutoff && cutoff - now <= self.rescue_window;
+            if piece.requested && (slightly_late || rescue) {
                 plan.duplicate.push(piece.index);
             } else if piece.unrequested > 0 && now < cutoff {
                 plan.long_shots.push(piece.index);

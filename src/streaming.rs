@@ -27,6 +27,9 @@ use crate::wire::BlockRef;
 
 /// The picker key of the VoD server's requests.
 pub const SERVER_KEY: PeerKey = PeerKey::MAX;
+// The planner's block budgets are in the wire's request size.
+const _: () = assert!(ccfd_vod::plan::BLOCK == crate::wire::BLOCK_SIZE as u64);
+
 /// How often the fallback check runs.
 const TICK: Duration = Duration::from_millis(50);
 /// Pieces due further ahead than this are not checked for the fallback yet (seconds).
@@ -170,7 +173,7 @@ pub fn pick(
     let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
     let reserved = |i: u32| schedule.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
     // Urgent blocks first, then one block of each long shot.
-    let block = u64::from(crate::wire::BLOCK_SIZE);
+    let block = ccfd_vod::plan::BLOCK;
     let order: Vec<(u32, usize)> = peer_plan
         .urgent
         .iter()

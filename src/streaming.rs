@@ -165,7 +165,7 @@ pub fn pick(
             let index = i as u32;
             matches!(picker.state(index), Some(PieceState::Missing | PieceState::Active)).then(|| {
                 let Progress { remaining, unrequested } = picker.progress(index);
-                PieceView { index, deadline, remaining, unrequested, requested: unrequested < remaining }
+                PieceView { index, deadline, remaining, unrequested }
             })
         })
         .collect();

@@ -74,8 +74,13 @@ pub struct PieceView {
     /// Of those, bytes no peer has been asked for: what a peer taking the
     /// piece on would fetch.
     pub unrequested: u64,
+}
+
+impl PieceView {
     /// Some of its missing blocks are already requested from a peer.
-    pub requested: bool,
+    pub fn requested(&self) -> bool {
+        self.unrequested < self.remaining
+    }
 }
 
 /// One peer, as the planner sees it.
@@ -155,7 +160,7 @@ impl Policy {
                 if bytes > 0 {
                     plan.urgent.push(Take { piece: piece.index, bytes });
                     queued += bytes as f64;
-                    if piece.requested && cutoff - now <= self.rescue_window {
+                    if piece.requested() && cutoff - now <= self.rescue_window {
                         plan.duplicate.push(piece.index);
                     }
                     continue;
@@ -164,7 +169,7 @@ impl Policy {
             let finish = now + (queued + piece.remaining as f64) / rate;
             let slightly_late = finish > cutoff && finish <= cutoff + self.duplicate_margin;
             let rescue = piece.unrequested == 0 && finish <= cutoff && cutoff - now <= self.rescue_window;
-            if piece.requested && (slightly_late || rescue) {
+            if piece.requested() && (slightly_late || rescue) {
                 plan.duplicate.push(piece.index);
             } else if piece.unrequested > 0 && now < cutoff {
                 plan.long_shots.push(piece.index);
@@ -196,12 +201,11 @@ mod tests {
     use super::*;
 
     fn piece(index: u32, deadline: f64, remaining: u64) -> PieceView {
-        PieceView { index, deadline, remaining, unrequested: remaining, requested: false }
+        PieceView { index, deadline, remaining, unrequested: remaining }
     }
 
     fn in_flight(mut p: PieceView) -> PieceView {
         p.unrequested = 0;
-        p.requested = true;
         p
     }
 
@@ -220,7 +224,6 @@ mod tests {
         // Another peer sees only the two blocks nobody was asked for.
         let mut rest = piece(0, 3.0, 4 * BLOCK);
         rest.unrequested = 2 * BLOCK;
-        rest.requested = true;
         let idle = PeerView { rate: BLOCK as f64, queued: 0 };
         let plan = policy.plan_for_peer(0.0, &[rest], &idle, |_| true, |p| p.deadline);
         assert_eq!(plan.urgent, vec![Take { piece: 0, bytes: 2 * BLOCK }]);

@@ -34,6 +34,10 @@ pub const MAX_METADATA_SIZE: usize = 16 << 20;
 pub const UT_METADATA_ID: u8 = 3;
 /// Peers asked at once while fetching metadata.
 const PARALLEL_PEERS: usize = 8;
+/// The wait before the second announce while looking for metadata; it
+/// doubles on each announce up to `MAX_ANNOUNCE_GAP`.
+const FIRST_ANNOUNCE_GAP: Duration = Duration::from_millis(500);
+const MAX_ANNOUNCE_GAP: Duration = Duration::from_secs(5);
 /// How long one peer may take to hand over the whole dictionary.
 const PER_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -251,6 +255,9 @@ pub async fn fetch(
     let mut queue: Vec<SocketAddr> = magnet.peers.iter().chain(extra_peers).copied().collect();
     let mut tasks = JoinSet::new();
     let mut next_announce = tokio::time::Instant::now();
+    // Peers found by a first announce may not have the torrent running yet
+    // (a seed announcing at the same moment), so ask again soon, then less often.
+    let mut announce_gap = FIRST_ANNOUNCE_GAP;
     loop {
         if !trackers.is_empty() && tokio::time::Instant::now() >= next_announce {
             let req = AnnounceRequest {
@@ -270,7 +277,8 @@ pub async fn fetch(
                 Ok(resp) => queue.extend(resp.peers),
                 Err(e) => tracing::warn!(error = %e, "announce for metadata failed"),
             }
-            next_announce = tokio::time::Instant::now() + Duration::from_secs(5);
+            next_announce = tokio::time::Instant::now() + announce_gap;
+            announce_gap = (announce_gap * 2).min(MAX_ANNOUNCE_GAP);
         }
         while tasks.len() < PARALLEL_PEERS {
             let Some(addr) = queue.pop() else { break };

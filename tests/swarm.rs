@@ -142,3 +142,27 @@ async fn download_completes_through_resets_stalls_garbage_and_slow_seeds() {
     assert!(counts[0] + counts[1] > 4 * (counts[2] + counts[3]), "{counts:?}");
     client.shutdown();
 }
+
+/// A peer address handed to a running session (a tracker reply) is dialed
+/// at once, not at the next once-a-second maintenance tick: a leecher that
+/// learns of a seed just after a tick would otherwise idle for a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_candidates_are_dialed_at_once() {
+    init_log();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(64 << 10, 13);
+    let meta = torrent(tmp.path(), "quick.bin", &data, 16 << 10);
+    let seed_dir = tmp.path().join("seed");
+    write_part(&seed_dir, "quick.bin", &data, 0..data.len());
+    let seed = node(ip(3, 1), None, &meta, &seed_dir, SessionConfig::default(), Vec::new()).await;
+    let leech_dir = tmp.path().join("leech");
+    write_part(&leech_dir, "quick.bin", &data, 0..0);
+    let leech = node(ip(3, 2), None, &meta, &leech_dir, SessionConfig::default(), Vec::new()).await;
+    // The leecher's first tick ran when it started; the next is a second after it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let told = Instant::now();
+    leech.session.add_candidates([seed.client.listen_addr()], false);
+    assert!(eventually(Duration::from_secs(3), || leech.session.peer_count() == 1).await, "never connected");
+    let waited = told.elapsed();
+    assert!(waited < Duration::from_millis(500), "dialed only after {waited:?}, at the next tick");
+}

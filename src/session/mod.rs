@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitfield::Bitfield;
@@ -217,6 +217,9 @@ pub struct Session {
     verify_slots: Arc<Semaphore>,
     /// Coded cooperation: decoders, the source cache, evidence.
     coded: Mutex<coded::CodedState>,
+    /// Wakes the dialer when a tracker or the user hands us new addresses,
+    /// so they are dialed at once instead of at the next tick.
+    new_candidates: Notify,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -285,6 +288,7 @@ impl Session {
             verify_tx,
             verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
             coded: Mutex::new(coded::CodedState::default()),
+            new_candidates: Notify::new(),
             shutdown: client.shutdown.child_token(),
             started,
             meta: meta.clone(),
@@ -350,11 +354,19 @@ impl Session {
     pub fn add_candidates(&self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool) {
         let mut s = lock(&self.state);
         let now = Instant::now();
+        let mut fresh = false;
         for addr in addrs {
             if addr == self.client.listen_addr || s.banned.contains(&addr.ip()) {
                 continue;
             }
-            s.candidates.entry(addr).and_modify(|c| c.pinned |= pinned).or_insert(Candidate { next_try: now, failures: 0, pinned });
+            let candidate = s.candidates.entry(addr).or_insert_with(|| {
+                fresh = true;
+                Candidate { next_try: now, failures: 0, pinned }
+            });
+            candidate.pinned |= pinned;
+        }
+        if fresh {
+            self.new_candidates.notify_one();
         }
     }
 
@@ -699,26 +711,30 @@ impl Session {
         }
     }
 
-    /// Once a second: update rates, rechoke, dial candidates, drop seed-to-seed links.
+    /// Once a second: update rates, rechoke, dial candidates, drop
+    /// seed-to-seed links; and dial new candidates as soon as they come.
     async fn maintain(self: Arc<Self>) {
         let period = Duration::from_secs(1).min(self.config.choker.rechoke_interval);
         let mut tick = tokio::time::interval(period);
         let mut last = Instant::now();
         loop {
-            tokio::select! {
+            let ticked = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+                _ = tick.tick() => true,
+                _ = self.new_candidates.notified() => false,
+            };
             let now = Instant::now();
             let dial = {
                 let mut s = lock(&self.state);
-                self.update_rates(&mut s, now.duration_since(last).max(Duration::from_millis(1)));
-                last = now;
-                self.rechoke(&mut s, now);
                 let complete = s.picker.is_complete();
-                if complete {
-                    for p in s.peers.values().filter(|p| p.is_seed) {
-                        let _ = p.tx.send(PeerCommand::Close);
+                if ticked {
+                    self.update_rates(&mut s, now.duration_since(last).max(Duration::from_millis(1)));
+                    last = now;
+                    self.rechoke(&mut s, now);
+                    if complete {
+                        for p in s.peers.values().filter(|p| p.is_seed) {
+                            let _ = p.tx.send(PeerCommand::Close);
+                        }
                     }
                 }
                 let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();

@@ -39,8 +39,20 @@ fn credits_for(missing: u32, loss: f64) -> u32 {
     let p = loss.clamp(0.0, 0.5);
     missing + (f64::from(missing) * p / (1.0 - p)).floor() as u32
 }
-/// Blocks a sender interleaves at once, oldest first.
+/// Most blocks a sender interleaves at once, oldest first.
 const SEND_WINDOW: usize = 4;
+/// From sending a block's packet to hearing that it decoded the block:
+/// the feedback period and a local round trip.
+const FEEDBACK_DELAY: f64 = 0.040;
+
+/// Blocks to interleave at `packets_per_second`: enough that a block's
+/// packets leave about one feedback delay apart, so its spare (loss
+/// allowance) packets go out after the receiver could say it is done. A
+/// slow link sends one block at a time: interleaving there only stretches
+/// every block (four at 14 kB/s took 4.7 s each, and missed deadlines).
+fn send_window(packets_per_second: f64) -> usize {
+    ((packets_per_second * FEEDBACK_DELAY).round() as usize).clamp(1, SEND_WINDOW)
+}
 /// Most credits a sender holds for one block.
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want whose packets stopped for this long (at least) is renewed.
@@ -434,11 +446,10 @@ impl Queue {
         self.turn.clear();
     }
 
-    /// The next block to send: round-robin over the oldest few with
-    /// credits left (so a block's last packets leave only after its first
-    /// ones had time to be reported decoded).
-    fn next_block(&mut self) -> Option<BlockRef> {
-        let window: Vec<(u64, BlockRef)> = self.turn.iter().take(SEND_WINDOW).map(|(o, b)| (*o, *b)).collect();
+    /// The next block to send: round-robin over the oldest `window` with
+    /// credits left (`send_window` says how many).
+    fn next_block(&mut self, window: usize) -> Option<BlockRef> {
+        let window: Vec<(u64, BlockRef)> = self.turn.iter().take(window).map(|(o, b)| (*o, *b)).collect();
         let pick = window.iter().find(|(o, _)| *o > self.cursor).or(window.first()).copied();
         if let Some((o, _)) = pick {
             self.cursor = o;
@@ -468,7 +479,8 @@ impl Sender {
             while let Ok(order) = orders.try_recv() {
                 self.apply(order, &mut queue, &mut pacer);
             }
-            let Some(block) = queue.next_block() else { continue };
+            let window = send_window(pacer.packets_per_second(Instant::now()));
+            let Some(block) = queue.next_block(window) else { continue };
             let Some(feed) = queue.feeds.get(&block) else { continue };
             let Some(mut packet) = self.packet(block, feed, &mut rng).await else {
                 queue.remove(&block);
@@ -558,6 +570,34 @@ mod tests {
         // A wild estimate is bounded.
         assert_eq!(credits_for(16, 0.99), 32);
         assert_eq!(credits_for(16, -1.0), 16);
+    }
+
+    #[test]
+    fn slow_links_send_one_block_at_a_time_fast_ones_interleave() {
+        // A 14 kB/s slot: 14 packets a second.
+        assert_eq!(send_window(14.0), 1);
+        assert_eq!(send_window(50.0), 2);
+        assert_eq!(send_window(1000.0), SEND_WINDOW);
+        assert_eq!(send_window(0.0), 1);
+
+        let block = |piece| BlockRef { piece, offset: 0, length: BLOCK_SIZE };
+        let mut q = Queue::default();
+        for piece in 0..3 {
+            q.add(block(piece), 2, 0, 0);
+        }
+        let order = |q: &mut Queue, window| {
+            let mut sent = Vec::new();
+            while let Some(b) = q.next_block(window) {
+                q.spend(&b);
+                sent.push(b.piece);
+            }
+            sent
+        };
+        assert_eq!(order(&mut q, 1), [0, 0, 1, 1, 2, 2]);
+        for piece in 0..3 {
+            q.add(block(piece), 2, 0, 0);
+        }
+        assert_eq!(order(&mut q, 4), [0, 1, 2, 0, 1, 2]);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct Pacer {
     first_delay: Option<u32>,
     base_delay: i64,
     delivery: DeliveryRate,
+    sent: PacketRate,
 }
 
 impl Pacer {
@@ -39,6 +40,7 @@ impl Pacer {
             first_delay: None,
             base_delay: i64::MAX,
             delivery: DeliveryRate::default(),
+            sent: PacketRate::default(),
         }
     }
 
@@ -46,10 +48,18 @@ impl Pacer {
     pub async fn wait(&mut self, len: usize) {
         self.delivery.on_send(len);
         let now = Instant::now();
+        self.sent.on_send(now);
         if self.next > now + Duration::from_millis(1) {
             tokio::time::sleep_until(self.next.into()).await;
         }
         self.next = self.next.max(now) + Duration::from_secs_f64(len as f64 / self.rate);
+    }
+
+    /// Datagrams this connection sent per second lately, bursts and idle
+    /// gaps averaged out (whatever held them back: our pacing, the shared
+    /// upload cap, or the receiver's credits).
+    pub fn packets_per_second(&self, now: Instant) -> f64 {
+        self.sent.per_second(now)
     }
 
     /// Feedback from the receiver: the highest sequence number it has seen
@@ -126,6 +136,34 @@ impl DeliveryRate {
     }
 }
 
+/// The time constant of `PacketRate`: long enough to average a shared
+/// upload cap's bursts (a block's worth of tokens at a time, a second apart
+/// at 14 kB/s) into one rate.
+const PACKET_RATE_TAU: f64 = 1.0;
+
+/// An exponentially weighted count of datagrams per second.
+#[derive(Default)]
+struct PacketRate {
+    rate: f64,
+    last: Option<Instant>,
+}
+
+impl PacketRate {
+    fn decayed(&self, now: Instant) -> f64 {
+        let Some(last) = self.last else { return 0.0 };
+        self.rate * (-now.saturating_duration_since(last).as_secs_f64() / PACKET_RATE_TAU).exp()
+    }
+
+    fn on_send(&mut self, now: Instant) {
+        self.rate = self.decayed(now) + 1.0 / PACKET_RATE_TAU;
+        self.last = Some(now);
+    }
+
+    fn per_second(&self, now: Instant) -> f64 {
+        self.decayed(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +189,33 @@ mod tests {
         }
         let r = d.on_feedback(t0 + 400 * MS, 130).unwrap();
         assert!((r - 200_000.0).abs() < 1.0, "{r}");
+    }
+
+    #[test]
+    fn packet_rate_settles_on_the_mean_rate_of_bursts() {
+        let mut r = PacketRate::default();
+        let t0 = Instant::now();
+        assert_eq!(r.per_second(t0), 0.0);
+        // Steady 100 packets per second for 5 s: close to 100.
+        for i in 0..500 {
+            r.on_send(t0 + 10 * MS * i);
+        }
+        let steady = r.per_second(t0 + 5000 * MS);
+        assert!((steady - 100.0).abs() < 2.0, "{steady}");
+        // Bursts of 16 packets once a second (a 16 KiB block of a shared
+        // cap's tokens at a time): about 16, never far above it.
+        let mut r = PacketRate::default();
+        let mut peak = 0.0f64;
+        for burst in 0..10 {
+            for i in 0..16 {
+                let t = t0 + 1000 * MS * burst + MS * i;
+                r.on_send(t);
+                peak = peak.max(r.per_second(t));
+            }
+        }
+        assert!((16.0..26.0).contains(&peak), "{peak}");
+        // Idle: it fades.
+        assert!(r.per_second(t0 + 20_000 * MS) < 0.01);
     }
 
     #[test]

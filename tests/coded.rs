@@ -141,3 +141,38 @@ async fn coded_and_plain_peers_share_one_swarm() {
     let with_plain = coded_snap.peer_list.iter().find(|p| p.addr.ip() == ip(6, 2));
     assert!(with_plain.is_none_or(|p| !p.coded), "the link to the plain peer stays plain");
 }
+
+/// A sender whose upload cap holds its packets back for seconds (tokens
+/// come a block at a time) probes the path meanwhile: the receiver keeps
+/// the coded link instead of taking the slow sender for a blocked path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sender_keeps_its_coded_link() {
+    init_log();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(96 * 1024, 7);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    // 8 kB/s: after the 32 KiB burst, each 16 KiB block waits 2 s for tokens.
+    let s = seed(ClientConfig { upload_rate: Some(8_000), ..config(ip(7, 1)) }, &meta, &tmp.path().join("seed"), &data).await;
+    let l = leecher(config(ip(7, 2)), &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
+    assert!(complete(&[&l], Duration::from_secs(40)).await, "{:?}", l.session.snapshot());
+    assert_exact(&tmp.path().join("l"), &data);
+    let snap = l.session.snapshot();
+    assert_eq!(snap.coded_bytes as usize, data.len(), "every block came coded: {snap:?}");
+}
+
+/// Where no datagram gets through at all (a firewall), the receiver gives
+/// up on the coded path after a second and takes everything plainly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_udp_path_falls_back_to_the_plain_wire() {
+    init_log();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(LEN, 8);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    let s = seed(config(ip(8, 1)), &meta, &tmp.path().join("seed"), &data).await;
+    let shim = UdpShim { loss: 1.0, delay: Duration::ZERO, seed: 8 };
+    let client = ClientConfig { udp_shim: Some(shim), ..config(ip(8, 2)) };
+    let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
+    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.session.snapshot());
+    assert_exact(&tmp.path().join("l"), &data);
+    assert_eq!(l.session.snapshot().coded_bytes, 0);
+}

@@ -22,7 +22,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::pacer::Pacer;
-use super::proto::{datagram_packet, encode_datagram, Control, DatagramHeader, Offer, GENERATION, SYMBOL_SIZE};
+use super::proto::{
+    datagram_packet, encode_datagram, encode_probe, is_probe, Control, DatagramHeader, Offer, GENERATION, MAX_DATAGRAM, SYMBOL_SIZE,
+};
 use super::{Arrival, CodedTransport};
 use crate::coding::packet::{Coefficients, Packet};
 use crate::picker::PeerKey;
@@ -62,6 +64,9 @@ const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
 /// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
+/// A sender waiting for upload tokens probes the path this often: well
+/// inside `DEAD_AFTER`, and a few 18-byte datagrams a second.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
 
@@ -268,6 +273,9 @@ impl CodedLink {
         self.received = self.received.wrapping_add(1);
         self.highest_seq = self.highest_seq.max(arrival.header.seq);
         self.last_delay = arrival.stamp_us.wrapping_sub(arrival.header.stamp_us);
+        if is_probe(&arrival.bytes) {
+            return out;
+        }
         let Ok(packet) = datagram_packet(&arrival.bytes) else {
             self.wasted += 1;
             return out;
@@ -490,17 +498,35 @@ impl Sender {
             if self.polluter {
                 rng.fill(&mut packet.payload[..]);
             }
+            if allowance < MAX_DATAGRAM as u64 {
+                self.wait_for_tokens(&mut seq).await;
+                allowance += u64::from(BLOCK_SIZE);
+            }
             let header = DatagramHeader { token: self.token, seq, stamp_us: self.transport.stamp() };
             seq = seq.wrapping_add(1);
             let datagram = encode_datagram(&header, &packet);
-            if allowance < datagram.len() as u64 {
-                self.session.client.upload.acquire(u64::from(BLOCK_SIZE)).await;
-                allowance += u64::from(BLOCK_SIZE);
-            }
             allowance -= datagram.len() as u64;
             pacer.wait(datagram.len()).await;
             self.transport.send(self.to, &datagram).await;
             self.session.on_upload(self.key, SYMBOL_SIZE as u64);
+        }
+    }
+
+    /// Takes a block's worth of the upload cap's tokens. While they are
+    /// slow to come (the cap is shared with other connections) a probe
+    /// goes out every `PROBE_EVERY`, so the receiver sees a working path.
+    async fn wait_for_tokens(&self, seq: &mut u32) {
+        let tokens = self.session.client.upload.acquire(u64::from(BLOCK_SIZE));
+        tokio::pin!(tokens);
+        loop {
+            tokio::select! {
+                _ = &mut tokens => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {
+                    let header = DatagramHeader { token: self.token, seq: *seq, stamp_us: self.transport.stamp() };
+                    *seq = seq.wrapping_add(1);
+                    self.transport.send(self.to, &encode_probe(&header)).await;
+                }
+            }
         }
     }
 

@@ -32,7 +32,9 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer within `cap` (bytes per second; the client's upload cap).
     pub fn new(cap: Option<u64>) -> Pacer {
-        let ceiling = cap.map_or(MAX_RATE, |c| c as f64 * 1.1);
+        // Never under the floor: a cap below it (a few kB/s) is the token
+        // bucket's to enforce, and clamp wants floor <= ceiling.
+        let ceiling = cap.map_or(MAX_RATE, |c| c as f64 * 1.1).max(MIN_RATE);
         Pacer {
             rate: START_RATE.min(ceiling),
             ceiling,
@@ -261,6 +263,18 @@ mod tests {
         assert!(p.rate < before);
         feed(&mut p, &mut t, &mut seq, 40, 1000, 3 * TARGET_DELAY_US as u32);
         assert!((p.rate - 0.75e6).abs() < 1.0, "{}", p.rate);
+    }
+
+    #[test]
+    fn a_cap_under_the_floor_rate_is_left_to_the_token_bucket() {
+        // 8 kB/s: below MIN_RATE. Feedback of any kind must not panic.
+        let mut p = Pacer::new(Some(8_000));
+        p.delivery.on_send(1000);
+        let (mut t, mut seq) = (Instant::now(), 0);
+        p.on_feedback(t, seq, 1_000);
+        feed(&mut p, &mut t, &mut seq, 5, 8, 0);
+        feed(&mut p, &mut t, &mut seq, 5, 8, 3 * TARGET_DELAY_US as u32);
+        assert_eq!(p.rate, MIN_RATE);
     }
 
     #[test]

@@ -168,18 +168,36 @@ pub struct DatagramHeader {
 pub fn encode_datagram(header: &DatagramHeader, packet: &Packet) -> Vec<u8> {
     let body = packet.encode();
     let mut out = Vec::with_capacity(DATAGRAM_HEADER + body.len());
+    write_header(&mut out, header);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A header with no packet: a sender that holds wants but waits (for its
+/// upload cap's tokens) shows the receiver that the path works, so a slow
+/// sender is not taken for a blocked path.
+pub fn encode_probe(header: &DatagramHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DATAGRAM_HEADER);
+    write_header(&mut out, header);
+    out
+}
+
+/// Whether an accepted datagram is a probe (no packet).
+pub fn is_probe(b: &[u8]) -> bool {
+    b.len() == DATAGRAM_HEADER
+}
+
+fn write_header(out: &mut Vec<u8>, header: &DatagramHeader) {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&header.token);
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&header.stamp_us.to_be_bytes());
-    out.extend_from_slice(&body);
-    out
 }
 
 /// The header alone: enough to find the connection (and drop strangers)
 /// before the packet is parsed.
 pub fn datagram_header(b: &[u8]) -> Result<DatagramHeader, ProtoError> {
-    if b.len() <= DATAGRAM_HEADER || b.len() > MAX_DATAGRAM {
+    if b.len() < DATAGRAM_HEADER || b.len() > MAX_DATAGRAM {
         return Err(ProtoError::DatagramSize(b.len()));
     }
     if &b[..2] != MAGIC {
@@ -249,6 +267,13 @@ mod tests {
         assert_eq!(datagram_header(&d), Ok(header));
         assert_eq!(datagram_packet(&d), Ok(packet));
         assert_eq!(datagram_header(b"xx"), Err(ProtoError::DatagramSize(2)));
+        assert!(!is_probe(&d));
+        // A probe: the header alone, accepted, and no packet in it.
+        let probe = encode_probe(&header);
+        assert_eq!(datagram_header(&probe), Ok(header));
+        assert!(is_probe(&probe));
+        assert!(datagram_packet(&probe).is_err());
+        assert_eq!(datagram_header(&probe[..DATAGRAM_HEADER - 1]), Err(ProtoError::DatagramSize(DATAGRAM_HEADER - 1)));
         let mut wrong = d.clone();
         wrong[0] = b'X';
         assert_eq!(datagram_header(&wrong), Err(ProtoError::Magic));

@@ -442,6 +442,7 @@ impl Connection {
                 self.coded.as_mut().filter(|l| l.receives() && self.session.coded_allowed(block.piece) && self.session.coded_reachable(ip));
             match coded {
                 Some(link) => {
+                    tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "coded want");
                     let want = link.want(&self.session, block);
                     self.send_control(want).await?;
                     self.session.coded_announce(block, self.session.coded_rank(block).unwrap_or(0));
@@ -480,6 +481,7 @@ impl Connection {
             self.session.client.download.acquire(outcome.innovative_bytes).await;
         }
         if let Some(block) = outcome.decoded {
+            tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "block decoded");
             self.outstanding.remove(&block);
             self.session.coded_announce(block, GENERATION as u16);
         }

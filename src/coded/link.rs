@@ -457,12 +457,10 @@ impl Queue {
     /// The next block to send: round-robin over the oldest `window` with
     /// credits left (`send_window` says how many).
     fn next_block(&mut self, window: usize) -> Option<BlockRef> {
-        let window: Vec<(u64, BlockRef)> = self.turn.iter().take(window).map(|(o, b)| (*o, *b)).collect();
-        let pick = window.iter().find(|(o, _)| *o > self.cursor).or(window.first()).copied();
-        if let Some((o, _)) = pick {
-            self.cursor = o;
-        }
-        pick.map(|(_, b)| b)
+        let oldest = || self.turn.iter().take(window).map(|(o, b)| (*o, *b));
+        let (order, block) = oldest().find(|(o, _)| *o > self.cursor).or_else(|| oldest().next())?;
+        self.cursor = order;
+        Some(block)
     }
 }
 
@@ -502,9 +500,7 @@ impl Sender {
                 self.wait_for_tokens(&mut seq).await;
                 allowance += u64::from(BLOCK_SIZE);
             }
-            let header = DatagramHeader { token: self.token, seq, stamp_us: self.transport.stamp() };
-            seq = seq.wrapping_add(1);
-            let datagram = encode_datagram(&header, &packet);
+            let datagram = encode_datagram(&self.next_header(&mut seq), &packet);
             allowance -= datagram.len() as u64;
             pacer.wait(datagram.len()).await;
             self.transport.send(self.to, &datagram).await;
@@ -522,12 +518,18 @@ impl Sender {
             tokio::select! {
                 _ = &mut tokens => return,
                 _ = tokio::time::sleep(PROBE_EVERY) => {
-                    let header = DatagramHeader { token: self.token, seq: *seq, stamp_us: self.transport.stamp() };
-                    *seq = seq.wrapping_add(1);
-                    self.transport.send(self.to, &encode_probe(&header)).await;
+                    self.transport.send(self.to, &encode_probe(&self.next_header(seq))).await;
                 }
             }
         }
+    }
+
+    /// The header of our next datagram to the peer, packet or probe: both
+    /// count in the sequence the receiver reports loss and delivery by.
+    fn next_header(&self, seq: &mut u32) -> DatagramHeader {
+        let header = DatagramHeader { token: self.token, seq: *seq, stamp_us: self.transport.stamp() };
+        *seq = seq.wrapping_add(1);
+        header
     }
 
     fn apply(&self, order: SendOrder, queue: &mut Queue, pacer: &mut Pacer) {

@@ -151,18 +151,14 @@ struct PacketRate {
 }
 
 impl PacketRate {
-    fn decayed(&self, now: Instant) -> f64 {
-        let Some(last) = self.last else { return 0.0 };
-        self.rate * (-now.saturating_duration_since(last).as_secs_f64() / PACKET_RATE_TAU).exp()
-    }
-
     fn on_send(&mut self, now: Instant) {
-        self.rate = self.decayed(now) + 1.0 / PACKET_RATE_TAU;
+        self.rate = self.per_second(now) + 1.0 / PACKET_RATE_TAU;
         self.last = Some(now);
     }
 
     fn per_second(&self, now: Instant) -> f64 {
-        self.decayed(now)
+        let Some(last) = self.last else { return 0.0 };
+        self.rate * (-now.saturating_duration_since(last).as_secs_f64() / PACKET_RATE_TAU).exp()
     }
 }
 

@@ -425,6 +425,8 @@ impl Session {
                 c.failed(Instant::now());
             }
             s.picker.remove_peer(key, has);
+            // A slot is free and the address has a retry time: the dialer plans again.
+            self.new_candidates.notify_one();
         }
     }
 
@@ -717,11 +719,21 @@ impl Session {
         let period = Duration::from_secs(1).min(self.config.choker.rechoke_interval);
         let mut tick = tokio::time::interval(period);
         let mut last = Instant::now();
+        // The earliest retry time of an address not dialed yet: a dropped
+        // peer is redialed when its backoff ends, not at the tick after.
+        let mut next_retry: Option<Instant> = None;
         loop {
+            let retry_due = async {
+                match next_retry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let ticked = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => true,
                 _ = self.new_candidates.notified() => false,
+                _ = retry_due => false,
             };
             let now = Instant::now();
             let dial = {
@@ -739,14 +751,10 @@ impl Session {
                 }
                 let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
                 let room = self.config.max_peers.saturating_sub(s.peers.len() + s.connecting.len());
-                let dial: Vec<SocketAddr> = s
-                    .candidates
-                    .iter()
-                    .filter(|(a, c)| c.next_try <= now && (!complete || c.pinned) && !connected.contains(a))
-                    .map(|(a, _)| *a)
-                    .filter(|a| !s.connecting.contains(a))
-                    .take(room)
-                    .collect();
+                let waiting =
+                    s.candidates.iter().filter(|(a, c)| (!complete || c.pinned) && !connected.contains(a) && !s.connecting.contains(a));
+                let dial: Vec<SocketAddr> = waiting.clone().filter(|(_, c)| c.next_try <= now).map(|(a, _)| *a).take(room).collect();
+                next_retry = waiting.map(|(_, c)| c.next_try).filter(|&t| t > now).min();
                 for a in &dial {
                     s.connecting.insert(*a);
                 }

@@ -116,11 +116,6 @@ async fn run_connection(session: Arc<Session>, stream: TcpStream, addr: SocketAd
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
-    // A connection that asked for coded packets and never saw one (it may
-    // have died sooner than the fallback could act): the next one is plain.
-    if conn.coded.as_ref().is_some_and(|l| l.never_arrived()) {
-        session.coded_unreachable(addr.ip());
-    }
     // Returns its requests to the pool and its pieces' availability.
     session.unregister_peer(key, &conn.has);
     uploader.abort();
@@ -429,6 +424,10 @@ impl Connection {
         if self.peer_choking || !self.am_interested {
             return Ok(());
         }
+        let ip = self.addr.ip();
+        if self.coded.as_ref().is_some_and(|l| l.awaits_path(Instant::now())) && self.session.coded_reachable(ip) {
+            return Ok(());
+        }
         let room = self.queue_target.saturating_sub(self.outstanding.len());
         if room == 0 || (room < self.queue_target / 8 && !self.outstanding.is_empty()) {
             return Ok(());
@@ -437,7 +436,6 @@ impl Connection {
         let rate = self.delivery.rate(Instant::now());
         for block in self.session.pick(self.key, &self.has, room, queued, rate) {
             self.outstanding.insert(block);
-            let ip = self.addr.ip();
             let coded =
                 self.coded.as_mut().filter(|l| l.receives() && self.session.coded_allowed(block.piece) && self.session.coded_reachable(ip));
             match coded {
@@ -474,6 +472,7 @@ impl Connection {
     async fn on_arrival(&mut self, arrival: Arrival) -> anyhow::Result<()> {
         let Some(link) = self.coded.as_mut() else { return Ok(()) };
         let outcome = link.on_arrival(arrival, &self.session, self.key, self.addr.ip());
+        let link_opened = link.opening_ended(Instant::now());
         if outcome.innovative_bytes > 0 {
             self.last_block = Instant::now();
             self.delivery.record(self.last_block, outcome.innovative_bytes);
@@ -488,7 +487,7 @@ impl Connection {
         if let Some(done) = outcome.completed {
             self.session.verify(done).await;
         }
-        if outcome.decoded.is_some() {
+        if outcome.decoded.is_some() || link_opened {
             self.fill_requests().await?;
         }
         Ok(())
@@ -496,6 +495,10 @@ impl Connection {
 
     async fn on_coded_tick(&mut self) -> anyhow::Result<()> {
         let Some(link) = self.coded.as_mut() else { return Ok(()) };
+        if link.opening_ended(Instant::now()) {
+            // No probe came in time: the held requests go out plain.
+            return self.fill_requests().await;
+        }
         if link.blocked(Instant::now()) {
             // No datagram gets through: take the wants back, ask over TCP.
             let wants = link.fall_back();

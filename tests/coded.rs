@@ -49,11 +49,12 @@ fn assert_exact(dir: &Path, data: &[u8]) {
 }
 
 async fn lossy_transfer(b: u8, loss: f64) {
+    init_log();
     let tmp = tempfile::tempdir().unwrap();
     let data = payload(LEN, u64::from(b));
     let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
     let s = seed(config(ip(b, 1)), &meta, &tmp.path().join("seed"), &data).await;
-    let shim = UdpShim { loss, delay: Duration::from_millis(2), seed: u64::from(b) };
+    let shim = UdpShim { loss, delay: Duration::from_millis(2), seed: u64::from(b), cut_after: None };
     let client = ClientConfig { udp_shim: Some(shim), ..config(ip(b, 2)) };
     let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
     assert!(complete(&[&l], Duration::from_secs(60)).await, "no completion at {loss} loss: {:?}", l.session.snapshot());
@@ -160,19 +161,42 @@ async fn a_slow_sender_keeps_its_coded_link() {
     assert_eq!(snap.coded_bytes as usize, data.len(), "every block came coded: {snap:?}");
 }
 
-/// Where no datagram gets through at all (a firewall), the receiver gives
-/// up on the coded path after a second and takes everything plainly.
+/// Where no datagram gets through at all (a firewall, a TCP-only proxy),
+/// the opening probes never arrive, so the receiver never asks for coded
+/// blocks: everything comes plainly, with no wait for a dead-path timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_udp_path_falls_back_to_the_plain_wire() {
+async fn a_blocked_udp_path_is_never_used() {
     init_log();
     let tmp = tempfile::tempdir().unwrap();
     let data = payload(LEN, 8);
     let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
     let s = seed(config(ip(8, 1)), &meta, &tmp.path().join("seed"), &data).await;
-    let shim = UdpShim { loss: 1.0, delay: Duration::ZERO, seed: 8 };
+    let shim = UdpShim { loss: 1.0, seed: 8, ..UdpShim::default() };
     let client = ClientConfig { udp_shim: Some(shim), ..config(ip(8, 2)) };
     let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
     assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.session.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
     assert_eq!(l.session.snapshot().coded_bytes, 0);
+    // No want went unanswered, so the dead-path fallback never had to act.
+    assert!(l.session.coded_reachable(ip(8, 1)), "the peer was taken for a dead path");
+}
+
+/// A path that works and then breaks mid-transfer: wants go unanswered,
+/// and after a second the receiver takes them back over the plain wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_breaks_mid_transfer_falls_back_to_the_plain_wire() {
+    init_log();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(LEN, 9);
+    let meta = torrent(tmp.path(), "f.bin", &data, PIECE);
+    let s = seed(config(ip(9, 1)), &meta, &tmp.path().join("seed"), &data).await;
+    // The opening probes and about 25 blocks' packets, then nothing.
+    let shim = UdpShim { cut_after: Some(400), seed: 9, ..UdpShim::default() };
+    let client = ClientConfig { udp_shim: Some(shim), ..config(ip(9, 2)) };
+    let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
+    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.session.snapshot());
+    assert_exact(&tmp.path().join("l"), &data);
+    let coded = l.session.snapshot().coded_bytes as usize;
+    assert!(coded > 0 && coded < LEN, "{coded} of {LEN} bytes came coded");
+    assert!(!l.session.coded_reachable(ip(9, 1)), "the broken path was not noticed");
 }

@@ -62,8 +62,19 @@ const RENEW_AFTER: Duration = Duration::from_millis(15);
 /// A renewal with no packet back for this long is renewed again.
 const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
-/// blocked (a NAT, a firewall, a TCP-only proxy) and falls back to the plain wire.
+/// dead (the path broke mid-transfer) and falls back to the plain wire.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
+/// A sender opens the path with this many probes, `OPENING_PROBE_EVERY`
+/// apart, before any token wait: the receiver asks for coded blocks only
+/// once one has arrived, so a path that never worked (a firewall, a
+/// TCP-only proxy) costs nothing, and ten probes get through 20% loss.
+const OPENING_PROBES: u32 = 10;
+const OPENING_PROBE_EVERY: Duration = Duration::from_millis(20);
+/// How long a receiver holds its first requests for the opening probes:
+/// a request sent before the path is proven goes plain. Past the third
+/// probe, so a lost probe or two still opens the path; on a blocked path
+/// the connection loses this once.
+const OPENING_WAIT: Duration = Duration::from_millis(50);
 /// A sender waiting for upload tokens probes the path this often: well
 /// inside `DEAD_AFTER`, and a few 18-byte datagrams a second.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -117,6 +128,60 @@ impl Want {
     }
 }
 
+/// What we know of the path from the peer to us: proven once a datagram
+/// came; dead when datagrams stop while we wait for them. Silence counts
+/// only while we wait: after an idle spell (the peer choked us) the first
+/// want starts the clock again.
+#[derive(Debug, Clone, Copy)]
+struct PathWatch {
+    proven: bool,
+    /// The latest datagram, or the want that ended an idle spell.
+    heard_since: Instant,
+    /// Until when our first requests wait for the opening probes.
+    opening_until: Option<Instant>,
+}
+
+impl PathWatch {
+    fn new(now: Instant) -> PathWatch {
+        PathWatch { proven: false, heard_since: now, opening_until: None }
+    }
+
+    /// Both sides agreed on the extension: the peer's probes are coming.
+    fn open(&mut self, now: Instant) {
+        self.opening_until = Some(now + OPENING_WAIT);
+    }
+
+    fn heard(&mut self, at: Instant) {
+        self.proven = true;
+        self.heard_since = self.heard_since.max(at);
+    }
+
+    /// A want after an idle spell: the path owes us nothing for the idle time.
+    fn waiting_from(&mut self, now: Instant) {
+        self.heard_since = self.heard_since.max(now);
+    }
+
+    fn proven(&self) -> bool {
+        self.proven
+    }
+
+    fn awaits(&self, now: Instant) -> bool {
+        !self.proven && self.opening_until.is_some_and(|t| now < t)
+    }
+
+    fn opening_ended(&mut self, now: Instant) -> bool {
+        let ended = self.opening_until.is_some_and(|t| self.proven || now >= t);
+        if ended {
+            self.opening_until = None;
+        }
+        ended
+    }
+
+    fn dead(&self, now: Instant, waiting: bool) -> bool {
+        waiting && now.saturating_duration_since(self.heard_since) >= DEAD_AFTER
+    }
+}
+
 /// What a datagram did, for the connection to act on.
 #[derive(Default)]
 pub struct ArrivalOutcome {
@@ -143,9 +208,9 @@ pub struct CodedLink {
     last_feedback: Instant,
     /// Non-innovative or unusable datagrams, for the log.
     pub wasted: u64,
-    /// When a datagram last arrived (or, before any, when we first wanted).
-    last_arrival: Option<Instant>,
-    /// Datagrams never came: we receive over the plain wire from this peer.
+    /// Whether the peer's datagrams reach us.
+    path: PathWatch,
+    /// Datagrams stopped coming: we receive over the plain wire from this peer.
     receive_off: bool,
     /// Wants renewed (packets lost), for the log.
     renewals: u64,
@@ -167,7 +232,7 @@ impl CodedLink {
             reported: 0,
             last_feedback: Instant::now(),
             wasted: 0,
-            last_arrival: None,
+            path: PathWatch::new(Instant::now()),
             receive_off: false,
             renewals: 0,
         };
@@ -183,21 +248,28 @@ impl CodedLink {
         self.orders.is_some()
     }
 
-    /// Whether we ask this peer for blocks coded (active, and datagrams do arrive).
+    /// Whether we ask this peer for blocks coded: active, and the path is
+    /// proven (a datagram of the peer's arrived) and still alive.
     pub fn receives(&self) -> bool {
-        self.is_active() && !self.receive_off
+        self.is_active() && self.path.proven() && !self.receive_off
+    }
+
+    /// Whether our requests should wait a moment: the link just became
+    /// active and the peer's opening probes may be a few milliseconds away.
+    pub fn awaits_path(&self, now: Instant) -> bool {
+        self.path.awaits(now)
+    }
+
+    /// True once, when the opening wait is over (the path opened, or its
+    /// time ran out): the held requests go out then.
+    pub fn opening_ended(&mut self, now: Instant) -> bool {
+        self.path.opening_ended(now)
     }
 
     /// True once wants have gone unanswered by any datagram for `DEAD_AFTER`:
     /// the caller takes the wants back and asks over the plain wire.
     pub fn blocked(&self, now: Instant) -> bool {
-        !self.receive_off && !self.wants.is_empty() && self.last_arrival.is_some_and(|t| now.duration_since(t) >= DEAD_AFTER)
-    }
-
-    /// Wants went out and not one datagram came back (the connection may
-    /// have ended before `blocked` could tell).
-    pub fn never_arrived(&self) -> bool {
-        self.received == 0 && self.last_arrival.is_some()
+        !self.receive_off && self.path.dead(now, !self.wants.is_empty())
     }
 
     /// Stops receiving coded from this peer; returns the wants to re-request plainly.
@@ -219,12 +291,15 @@ impl CodedLink {
         tokio::spawn(sender.run(rx));
         self.orders = Some(tx);
         self.peer_msg_id = Some(msg_id);
+        self.path.open(Instant::now());
     }
 
     /// Asks the peer for `block`; the control message to send.
     pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
         session.coded_open(block);
-        self.last_arrival.get_or_insert_with(Instant::now);
+        if self.wants.is_empty() {
+            self.path.waiting_from(Instant::now());
+        }
         let credits = credits_for(GENERATION as u32, self.loss());
         self.wants.insert(block, Want::new(Instant::now()));
         Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 }
@@ -269,7 +344,7 @@ impl CodedLink {
     /// One datagram from the peer.
     pub fn on_arrival(&mut self, arrival: Arrival, session: &Session, key: PeerKey, peer_ip: IpAddr) -> ArrivalOutcome {
         let mut out = ArrivalOutcome::default();
-        self.last_arrival = Some(arrival.at);
+        self.path.heard(arrival.at);
         self.received = self.received.wrapping_add(1);
         self.highest_seq = self.highest_seq.max(arrival.header.seq);
         self.last_delay = arrival.stamp_us.wrapping_sub(arrival.header.stamp_us);
@@ -474,11 +549,18 @@ impl Sender {
         // uploader takes them: a shared cap then splits fairly between the two.
         let mut allowance = 0u64;
         let shutdown = self.session.shutdown.clone();
+        let mut opening = tokio::time::interval(OPENING_PROBE_EVERY);
+        let mut opening_left = OPENING_PROBES;
         loop {
             if queue.turn.is_empty() {
                 let order = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     o = orders.recv() => match o { Some(o) => o, None => return },
+                    _ = opening.tick(), if opening_left > 0 => {
+                        opening_left -= 1;
+                        self.transport.send(self.to, &encode_probe(&self.next_header(&mut seq))).await;
+                        continue;
+                    }
                 };
                 self.apply(order, &mut queue, &mut pacer);
             }
@@ -500,6 +582,8 @@ impl Sender {
                 self.wait_for_tokens(&mut seq).await;
                 allowance += u64::from(BLOCK_SIZE);
             }
+            // A packet proves the path as well as a probe would.
+            opening_left = 0;
             let datagram = encode_datagram(&self.next_header(&mut seq), &packet);
             allowance -= datagram.len() as u64;
             pacer.wait(datagram.len()).await;
@@ -626,6 +710,36 @@ mod tests {
             q.add(block(piece), 2, 0, 0);
         }
         assert_eq!(order(&mut q, 4), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_path_is_proven_by_a_datagram_and_dead_only_while_we_wait() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut path = PathWatch::new(t0);
+        assert!(!path.awaits(t0) && !path.opening_ended(t0), "not open before the handshake");
+        path.open(t0);
+        assert!(path.awaits(t0 + 10 * ms));
+        assert!(!path.opening_ended(t0 + 10 * ms));
+        // A probe arrives: the path is proven and the held requests go, once.
+        path.heard(t0 + 20 * ms);
+        assert!(path.proven() && !path.awaits(t0 + 21 * ms));
+        assert!(path.opening_ended(t0 + 21 * ms));
+        assert!(!path.opening_ended(t0 + 22 * ms));
+        // Idle for a minute (choked), then a want: the minute is not silence.
+        let later = t0 + 60_000 * ms;
+        assert!(!path.dead(later, false));
+        path.waiting_from(later);
+        assert!(!path.dead(later + 10 * ms, true));
+        assert!(!path.dead(later + DEAD_AFTER - ms, true));
+        assert!(path.dead(later + DEAD_AFTER, true));
+
+        // No probe ever comes: the wait ends at its time, and nothing is proven.
+        let mut blocked = PathWatch::new(t0);
+        blocked.open(t0);
+        assert!(!blocked.opening_ended(t0 + OPENING_WAIT - ms));
+        assert!(blocked.opening_ended(t0 + OPENING_WAIT));
+        assert!(!blocked.proven() && !blocked.awaits(t0 + OPENING_WAIT));
     }
 
     #[test]

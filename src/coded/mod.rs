@@ -33,12 +33,14 @@ const INBOUND_QUEUE: usize = 4096;
 
 /// A test shim on the receive path: drops and delays datagrams, seeded,
 /// as a lossy network would.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct UdpShim {
     /// Share of datagrams dropped, 0..1.
     pub loss: f64,
     pub delay: Duration,
     pub seed: u64,
+    /// Every datagram after this many is dropped: a path that breaks mid-transfer.
+    pub cut_after: Option<u64>,
 }
 
 /// One datagram for a connection, with its arrival time.
@@ -109,6 +111,7 @@ impl CodedTransport {
 async fn receive_loop(transport: Arc<CodedTransport>, shim: Option<UdpShim>, shutdown: CancellationToken) {
     let mut rng = StdRng::seed_from_u64(shim.map_or(0, |s| s.seed));
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut accepted = 0u64;
     loop {
         let (n, from) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -124,7 +127,9 @@ async fn receive_loop(transport: Arc<CodedTransport>, shim: Option<UdpShim>, shu
         };
         let at = Instant::now();
         let arrival = Arrival { header, bytes: buf[..n].to_vec(), at, stamp_us: transport.stamp() };
+        accepted += 1;
         match shim {
+            Some(s) if s.cut_after.is_some_and(|n| accepted > n) => {}
             Some(s) if rng.random_bool(s.loss.clamp(0.0, 1.0)) => {}
             Some(s) if !s.delay.is_zero() => {
                 let delayed = Arrival { at: at + s.delay, stamp_us: arrival.stamp_us.wrapping_add(s.delay.as_micros() as u32), ..arrival };

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::pacer::Pacer;
 use super::proto::{
-    datagram_packet, encode_datagram, encode_probe, is_probe, Control, DatagramHeader, Offer, GENERATION, MAX_DATAGRAM, SYMBOL_SIZE,
+    datagram_packet, encode_datagram, encode_probe, is_probe, Control, DatagramHeader, Offer, DATAGRAM_HEADER, GENERATION, SYMBOL_SIZE,
 };
 use super::{Arrival, CodedTransport};
 use crate::coding::packet::{Coefficients, Packet};
@@ -54,6 +54,13 @@ const FEEDBACK_DELAY: f64 = 0.040;
 /// every block (four at 14 kB/s took 4.7 s each, and missed deadlines).
 fn send_window(packets_per_second: f64) -> usize {
     ((packets_per_second * FEEDBACK_DELAY).round() as usize).clamp(1, SEND_WINDOW)
+}
+/// Upload-cap tokens a sender takes at once when its allowance runs out:
+/// enough for the packets the block still has credits for (at most a
+/// block and a quarter, about what a plain block takes), so no packet of a
+/// block waits behind another connection's grant.
+fn block_grant(credits: u32, datagram_len: u64) -> u64 {
+    u64::from(credits.clamp(1, GENERATION as u32 + GENERATION as u32 / 4)) * datagram_len
 }
 /// Most credits a sender holds for one block.
 const MAX_CREDITS: u32 = 4 * GENERATION as u32;
@@ -545,8 +552,8 @@ impl Sender {
         let mut pacer = Pacer::new(self.session.client.upload_cap());
         let mut rng = StdRng::from_os_rng();
         let mut seq = 0u32;
-        // Upload-cap tokens taken a block's worth at a time, as the plain
-        // uploader takes them: a shared cap then splits fairly between the two.
+        // Upload-cap tokens taken about a block's worth at a time, as the
+        // plain uploader takes them: a shared cap then splits fairly between the two.
         let mut allowance = 0u64;
         let shutdown = self.session.shutdown.clone();
         let mut opening = tokio::time::interval(OPENING_PROBE_EVERY);
@@ -570,17 +577,30 @@ impl Sender {
             let window = send_window(pacer.packets_per_second(Instant::now()));
             let Some(block) = queue.next_block(window) else { continue };
             let Some(feed) = queue.feeds.get(&block) else { continue };
+            let credits = feed.credits;
             let Some(mut packet) = self.packet(block, feed, &mut rng).await else {
                 queue.remove(&block);
                 continue;
             };
+            let len = (DATAGRAM_HEADER + packet.encoded_len()) as u64;
+            if allowance < len {
+                // Tokens for the rest of the block at once: a block whose
+                // last packet waits for the next grant (the cap is shared)
+                // completes a whole grant later.
+                let grant = block_grant(credits, len).saturating_sub(allowance);
+                self.wait_for_tokens(grant, &mut seq).await;
+                allowance += grant;
+                // Orders that came meanwhile may have made this packet stale.
+                while let Ok(order) = orders.try_recv() {
+                    self.apply(order, &mut queue, &mut pacer);
+                }
+                if !queue.feeds.contains_key(&block) {
+                    continue;
+                }
+            }
             queue.spend(&block);
             if self.polluter {
                 rng.fill(&mut packet.payload[..]);
-            }
-            if allowance < MAX_DATAGRAM as u64 {
-                self.wait_for_tokens(&mut seq).await;
-                allowance += u64::from(BLOCK_SIZE);
             }
             // A packet proves the path as well as a probe would.
             opening_left = 0;
@@ -592,11 +612,11 @@ impl Sender {
         }
     }
 
-    /// Takes a block's worth of the upload cap's tokens. While they are
-    /// slow to come (the cap is shared with other connections) a probe
-    /// goes out every `PROBE_EVERY`, so the receiver sees a working path.
-    async fn wait_for_tokens(&self, seq: &mut u32) {
-        let tokens = self.session.client.upload.acquire(u64::from(BLOCK_SIZE));
+    /// Takes `bytes` of the upload cap's tokens. While they are slow to
+    /// come (the cap is shared with other connections) a probe goes out
+    /// every `PROBE_EVERY`, so the receiver sees a working path.
+    async fn wait_for_tokens(&self, bytes: u64, seq: &mut u32) {
+        let tokens = self.session.client.upload.acquire(bytes);
         tokio::pin!(tokens);
         loop {
             tokio::select! {
@@ -710,6 +730,18 @@ mod tests {
             q.add(block(piece), 2, 0, 0);
         }
         assert_eq!(order(&mut q, 4), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_grant_covers_the_rest_of_a_block() {
+        // A fresh want of 16 systematic packets of 1060 bytes: one grant for all.
+        assert_eq!(block_grant(16, 1060), 16 * 1060);
+        // The loss allowance at 10% is one packet more.
+        assert_eq!(block_grant(17, 1060), 17 * 1060);
+        // A renewal for two packets takes two; huge credits are bounded.
+        assert_eq!(block_grant(2, 1074), 2 * 1074);
+        assert_eq!(block_grant(64, 1074), 20 * 1074);
+        assert_eq!(block_grant(0, 1074), 1074);
     }
 
     #[test]

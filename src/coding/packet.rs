@@ -91,6 +91,16 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// Bytes `encode` will write: a sender takes upload tokens before it encodes.
+    pub fn encoded_len(&self) -> usize {
+        let coefficients = match &self.coefficients {
+            Coefficients::Systematic(_) => 2,
+            Coefficients::Seeded(_) => 8,
+            Coefficients::Explicit(v) => v.len(),
+        };
+        HEADER_LEN + coefficients + self.payload.len()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + 8 + self.payload.len());
         out.push(VERSION);
@@ -173,6 +183,7 @@ mod tests {
     fn round_trips_and_rejections() {
         for coefficients in [Coefficients::Systematic(3), Coefficients::Seeded(u64::MAX), Coefficients::Explicit(vec![1, 2, 3, 4])] {
             let p = Packet { id: id(), coefficients, payload: vec![7, 8, 9] };
+            assert_eq!(p.encoded_len(), p.encode().len());
             assert_eq!(Packet::parse(&p.encode()), Ok(p));
         }
         let good = Packet { id: id(), coefficients: Coefficients::Systematic(1), payload: vec![1, 2, 3] }.encode();

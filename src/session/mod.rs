@@ -10,11 +10,14 @@
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
 mod coded;
+mod dialer;
 mod stats;
 mod verify;
 
 pub use coded::{generation_id as coded_generation_id, CodedReceipt, Evidence};
 pub use stats::{PeerSnapshot, Snapshot, Totals};
+
+use dialer::Candidate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -151,23 +154,6 @@ const VERIFY_LINGER: Duration = Duration::from_millis(3);
 pub struct CompletedPiece {
     piece: u32,
     buf: PieceBuffer,
-}
-
-/// When to try an address again.
-struct Candidate {
-    next_try: Instant,
-    failures: u32,
-    /// Given by the user (`--peer`): keep trying even when we are a seed.
-    pinned: bool,
-}
-
-impl Candidate {
-    /// A dial failed, a connection ended or was refused: try later, and
-    /// later again each time in a row.
-    fn failed(&mut self, now: Instant) {
-        self.failures += 1;
-        self.next_try = now + backoff(self.failures);
-    }
 }
 
 struct SwarmState {
@@ -749,12 +735,11 @@ impl Session {
                         }
                     }
                 }
-                let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+                let mut busy: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+                busy.extend(s.connecting.iter().copied());
                 let room = self.config.max_peers.saturating_sub(s.peers.len() + s.connecting.len());
-                let waiting =
-                    s.candidates.iter().filter(|(a, c)| (!complete || c.pinned) && !connected.contains(a) && !s.connecting.contains(a));
-                let dial: Vec<SocketAddr> = waiting.clone().filter(|(_, c)| c.next_try <= now).map(|(a, _)| *a).take(room).collect();
-                next_retry = waiting.map(|(_, c)| c.next_try).filter(|&t| t > now).min();
+                let dial;
+                (dial, next_retry) = dialer::due(&s.candidates, &busy, complete, now, room);
                 for a in &dial {
                     s.connecting.insert(*a);
                 }
@@ -769,38 +754,4 @@ impl Session {
             let _ = p.tx.send(PeerCommand::Close);
         }
     }
-
-    async fn dial(self: Arc<Self>, addr: SocketAddr) {
-        let Some(_slot) = self.client.connection_slot() else {
-            lock(&self.state).connecting.remove(&addr);
-            return;
-        };
-        let outcome = tokio::time::timeout(self.config.connect_timeout, crate::peer::connect(&self, addr)).await;
-        let stream = match outcome {
-            Ok(Ok(pair)) => Some(pair),
-            Ok(Err(e)) => {
-                tracing::debug!(%addr, error = %e, "connect failed");
-                None
-            }
-            Err(_) => None,
-        };
-        {
-            let mut s = lock(&self.state);
-            s.connecting.remove(&addr);
-            if stream.is_none() {
-                if let Some(c) = s.candidates.get_mut(&addr) {
-                    c.failed(Instant::now());
-                }
-            }
-        }
-        if let Some((stream, theirs)) = stream {
-            crate::peer::run(self, stream, addr, theirs).await;
-        }
-    }
-}
-
-/// Retry delay after `failures` consecutive failures: 1 s doubling to 2 min
-/// (a working connection that drops is retried within a second).
-fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(120))
 }

@@ -275,7 +275,11 @@ impl Connection {
                 self.delivery.unchoked(self.last_block);
             }
             Message::Interested => self.session.peer_interest(self.key, true),
-            Message::NotInterested => self.session.peer_interest(self.key, false),
+            Message::NotInterested => {
+                self.session.peer_interest(self.key, false);
+                // Super-seeding: a peer that wants nothing more of what it was shown is shown more.
+                self.reveal_more().await?;
+            }
             Message::Request(block) => self.on_request(block)?,
             Message::Piece { piece, offset, data } => {
                 let block = BlockRef { piece, offset, length: data.len() as u32 };
@@ -329,6 +333,7 @@ impl Connection {
     async fn reveal_more(&mut self) -> anyhow::Result<()> {
         if self.session.super_seeding() {
             for piece in self.session.reveal(self.key, &self.has) {
+                tracing::trace!(addr = %self.addr, piece, "piece revealed");
                 self.send(Message::Have(piece)).await?;
             }
         }
@@ -382,6 +387,10 @@ impl Connection {
                         }
                     }
                     self.send(if choke { Message::Choke } else { Message::Unchoke }).await?;
+                    if !choke {
+                        // Its shown pieces went to others when it was choked.
+                        self.reveal_more().await?;
+                    }
                 }
             }
             PeerCommand::Close => {}

@@ -38,7 +38,7 @@ use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker, Progress};
 use crate::storage::{OpenMode, Storage, StorageError};
 use crate::streaming::{self, StreamPlan, SERVER_KEY};
-use crate::superseed::SuperSeed;
+use crate::superseed::{SuperSeed, REVEAL_AHEAD};
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 use ccfd_vod::plan::PeerView;
@@ -411,6 +411,8 @@ impl Session {
                 c.failed(Instant::now());
             }
             s.picker.remove_peer(key, has);
+            let never_got: Vec<u32> = p.shown.iter().copied().filter(|&piece| !has.get(piece)).collect();
+            s.superseed.withdraw(&never_got);
             // A slot is free and the address has a retry time: the dialer plans again.
             self.new_candidates.notify_one();
         }
@@ -446,10 +448,16 @@ impl Session {
     pub fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
         let mut s = lock(&self.state);
         let SwarmState { superseed, peers, picker, .. } = &mut *s;
-        match peers.get_mut(&key) {
-            Some(p) => superseed.reveal(has, &mut p.shown, |piece| picker.availability(piece)),
-            None => Vec::new(),
+        let Some(p) = peers.get_mut(&key) else { return Vec::new() };
+        if p.unchoked {
+            return superseed.reveal(has, &mut p.shown, REVEAL_AHEAD, |piece| picker.availability(piece));
         }
+        // A peer we choke is shown a piece only when it wants nothing of
+        // ours, so it can become interested and win a slot.
+        if p.shown.is_empty() && !p.interested {
+            return superseed.reveal_common(has, &mut p.shown, |piece| picker.availability(piece)).into_iter().collect();
+        }
+        Vec::new()
     }
 
     /// Whether the peer still has anything we lack.
@@ -675,12 +683,18 @@ impl Session {
                 snubbed: p.snubbed && !seeding,
             })
             .collect();
-        let SwarmState { choker, rng, peers, .. } = s;
+        let super_seeding = seeding && self.config.super_seed;
+        let SwarmState { choker, rng, peers, superseed, .. } = s;
         let unchoke = choker.unchoked(now, &inputs, rng);
         for (key, p) in peers.iter_mut() {
             let want = unchoke.contains(key);
             if want != p.unchoked {
                 p.unchoked = want;
+                if super_seeding && !want {
+                    // We will not serve the pieces shown to it while it is
+                    // choked: others get them now, not once it is unchoked.
+                    superseed.withdraw(&std::mem::take(&mut p.shown));
+                }
                 let _ = p.tx.send(PeerCommand::Choke(!want));
             }
         }

@@ -221,6 +221,9 @@ pub struct CodedLink {
     receive_off: bool,
     /// Wants renewed (packets lost), for the log.
     renewals: u64,
+    /// Packets of blocks no longer open here (decoded, or never asked), for the log.
+    late: u64,
+    peer_ip: IpAddr,
 }
 
 impl CodedLink {
@@ -242,6 +245,8 @@ impl CodedLink {
             path: PathWatch::new(Instant::now()),
             receive_off: false,
             renewals: 0,
+            late: 0,
+            peer_ip,
         };
         (link, rx)
     }
@@ -307,9 +312,11 @@ impl CodedLink {
         if self.wants.is_empty() {
             self.path.waiting_from(Instant::now());
         }
-        let credits = credits_for(GENERATION as u32, self.loss());
+        // Part of the block may have come from other peers already.
+        let rank = session.coded_rank(block).unwrap_or(0);
+        let credits = credits_for((GENERATION as u32).saturating_sub(u32::from(rank)).max(1), self.loss());
         self.wants.insert(block, Want::new(Instant::now()));
-        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 }
+        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank }
     }
 
     /// Whether `block` is one of our coded wants here.
@@ -368,6 +375,7 @@ impl CodedLink {
         };
         let Some(receipt) = session.coded_receive(key, peer_ip, block, &packet) else {
             self.wasted += 1;
+            self.late += 1;
             return out;
         };
         if let Some(w) = self.wants.get_mut(&block) {
@@ -404,8 +412,8 @@ impl CodedLink {
             // Quiet, not a count of packets against credits: packets of an
             // earlier grant still in flight would count against a renewed one.
             if w.stalled(now) {
-                let rank = u32::from(session.coded_rank(*block).unwrap_or(0));
-                let missing = (GENERATION as u32).saturating_sub(rank);
+                let rank = session.coded_rank(*block).unwrap_or(0);
+                let missing = (GENERATION as u32).saturating_sub(u32::from(rank));
                 if missing == 0 {
                     continue;
                 }
@@ -413,7 +421,7 @@ impl CodedLink {
                 tracing::trace!(?block, got = w.got, gap = ?w.gap, quiet = ?now.saturating_duration_since(w.last_packet), renewed = w.renewed, rank, credits, "coded want renewed");
                 *w = Want { renewed: true, ..Want::new(now) };
                 self.renewals += 1;
-                out.push(Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16 });
+                out.push(Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank });
             }
         }
         if self.received != self.reported && now.duration_since(self.last_feedback) >= FEEDBACK_EVERY {
@@ -429,8 +437,10 @@ impl Drop for CodedLink {
     fn drop(&mut self) {
         if self.received > 0 {
             tracing::debug!(
+                peer = %self.peer_ip,
                 received = self.received,
                 wasted = self.wasted,
+                late = self.late,
                 renewals = self.renewals,
                 loss = self.loss(),
                 "coded link closed"
@@ -496,8 +506,8 @@ struct Queue {
 }
 
 impl Queue {
-    /// Sets `block`'s credits; a new feed starts from `sent` and
-    /// `their_rank`, a known one keeps its progress and its place.
+    /// Sets `block`'s credits and the peer's rank; a new feed starts from
+    /// `sent`, a known one keeps its progress and its place.
     fn add(&mut self, block: BlockRef, credits: u32, sent: u32, their_rank: u16) {
         let order = match self.feeds.get(&block) {
             Some(f) => f.order,
@@ -508,6 +518,7 @@ impl Queue {
         };
         let feed = self.feeds.entry(block).or_insert(Feed { credits: 0, sent, their_rank, order });
         feed.credits = credits.min(MAX_CREDITS);
+        feed.their_rank = their_rank;
         if feed.credits > 0 {
             self.turn.insert(order, block);
         }
@@ -546,6 +557,35 @@ impl Queue {
     }
 }
 
+/// What a sender task sent, logged when it ends.
+#[derive(Default)]
+struct SendLog {
+    to: Option<SocketAddr>,
+    systematic: u64,
+    seeded: u64,
+    recoded: u64,
+    /// Packets built but dropped: their want went while we waited for tokens.
+    stale: u64,
+}
+
+impl SendLog {
+    fn count(&mut self, c: &Coefficients) {
+        match c {
+            Coefficients::Systematic(_) => self.systematic += 1,
+            Coefficients::Seeded(_) => self.seeded += 1,
+            Coefficients::Explicit(_) => self.recoded += 1,
+        }
+    }
+}
+
+impl Drop for SendLog {
+    fn drop(&mut self) {
+        if self.systematic + self.seeded + self.recoded > 0 {
+            tracing::debug!(to = ?self.to, systematic = self.systematic, seeded = self.seeded, recoded = self.recoded, stale = self.stale, "coded sender ended");
+        }
+    }
+}
+
 impl Sender {
     async fn run(self, mut orders: mpsc::UnboundedReceiver<SendOrder>) {
         let mut queue = Queue::default();
@@ -558,6 +598,7 @@ impl Sender {
         let shutdown = self.session.shutdown.clone();
         let mut opening = tokio::time::interval(OPENING_PROBE_EVERY);
         let mut opening_left = OPENING_PROBES;
+        let mut sent = SendLog { to: Some(self.to), ..SendLog::default() };
         loop {
             if queue.turn.is_empty() {
                 let order = tokio::select! {
@@ -595,10 +636,12 @@ impl Sender {
                     self.apply(order, &mut queue, &mut pacer);
                 }
                 if !queue.feeds.contains_key(&block) {
+                    sent.stale += 1;
                     continue;
                 }
             }
             queue.spend(&block);
+            sent.count(&packet.coefficients);
             if self.polluter {
                 rng.fill(&mut packet.payload[..]);
             }
@@ -640,9 +683,9 @@ impl Sender {
         let k = GENERATION as u16;
         match order {
             SendOrder::DropAll => queue.clear(),
-            SendOrder::Control(Control::Want { piece, offset, length, credits }) => {
+            SendOrder::Control(Control::Want { piece, offset, length, credits, rank }) => {
                 let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
-                queue.add(block, u32::from(credits), 0, 0);
+                queue.add(block, u32::from(credits), 0, rank.min(k));
             }
             SendOrder::Control(Control::Rank { piece, offset, rank }) => {
                 let Some(block) = valid_block(&self.session, piece, offset) else { return };
@@ -676,7 +719,10 @@ impl Sender {
         let id = coded_generation_id(block);
         if let Some(split) = self.session.coded_source(block.piece).await {
             let generation = split.get((block.offset / BLOCK_SIZE) as usize)?;
-            let (coefficients, payload) = if (feed.sent as usize) < GENERATION {
+            // Systematic symbols while the peer's rank could all be ours
+            // (each one then is new to it); once it holds packets from
+            // elsewhere, one of ours may duplicate them: random combinations.
+            let (coefficients, payload) = if (feed.sent as usize) < GENERATION && u32::from(feed.their_rank) <= feed.sent {
                 let i = feed.sent as usize;
                 (Coefficients::Systematic(i as u16), generation.symbol(i).to_vec())
             } else {
@@ -734,14 +780,15 @@ mod tests {
 
     #[test]
     fn a_grant_covers_the_rest_of_a_block() {
-        // A fresh want of 16 systematic packets of 1060 bytes: one grant for all.
-        assert_eq!(block_grant(16, 1060), 16 * 1060);
+        let k = GENERATION as u32;
+        // A fresh want of a block's systematic packets of 1207 bytes: one grant for all.
+        assert_eq!(block_grant(k, 1207), u64::from(k) * 1207);
         // The loss allowance at 10% is one packet more.
-        assert_eq!(block_grant(17, 1060), 17 * 1060);
+        assert_eq!(block_grant(k + 1, 1207), u64::from(k + 1) * 1207);
         // A renewal for two packets takes two; huge credits are bounded.
-        assert_eq!(block_grant(2, 1074), 2 * 1074);
-        assert_eq!(block_grant(64, 1074), 20 * 1074);
-        assert_eq!(block_grant(0, 1074), 1074);
+        assert_eq!(block_grant(2, 1219), 2 * 1219);
+        assert_eq!(block_grant(64, 1219), u64::from(k + k / 4) * 1219);
+        assert_eq!(block_grant(0, 1219), 1219);
     }
 
     #[test]

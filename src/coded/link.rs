@@ -12,7 +12,7 @@
 //! upload cap and a delay-based rate (LEDBAT-like): queues slow it down,
 //! random loss does not.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use super::pacer::Pacer;
 use super::proto::{
     datagram_packet, encode_datagram, encode_probe, is_probe, Control, DatagramHeader, Offer, DATAGRAM_HEADER, GENERATION, SYMBOL_SIZE,
 };
+use super::queue::{Feed, Queue};
 use super::{Arrival, CodedTransport};
 use crate::coding::packet::{Coefficients, Packet};
 use crate::picker::PeerKey;
@@ -63,7 +64,7 @@ fn block_grant(credits: u32, datagram_len: u64) -> u64 {
     u64::from(credits.clamp(1, GENERATION as u32 + GENERATION as u32 / 4)) * datagram_len
 }
 /// Most credits a sender holds for one block.
-const MAX_CREDITS: u32 = 4 * GENERATION as u32;
+pub(super) const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want whose packets stopped for this long (at least) is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(15);
 /// A renewal with no packet back for this long is renewed again.
@@ -474,15 +475,6 @@ fn valid_block(session: &Session, piece: u32, offset: u32) -> Option<BlockRef> {
     (offset < piece_len).then(|| BlockRef { piece, offset, length: (piece_len - offset).min(BLOCK_SIZE) })
 }
 
-/// Credits and progress of one block the peer wants from us.
-struct Feed {
-    credits: u32,
-    sent: u32,
-    their_rank: u16,
-    /// Place in the peer's queue (first want first).
-    order: u64,
-}
-
 struct Sender {
     session: Arc<Session>,
     key: PeerKey,
@@ -490,71 +482,6 @@ struct Sender {
     to: SocketAddr,
     token: [u8; 8],
     polluter: bool,
-}
-
-/// The peer's wants in the order they first came (the receiver asks by
-/// deadline): the oldest few blocks with credits are served first, so
-/// blocks complete roughly in order, and a renewed (stalled) block keeps
-/// its place at the front.
-#[derive(Default)]
-struct Queue {
-    feeds: HashMap<BlockRef, Feed>,
-    turn: BTreeMap<u64, BlockRef>,
-    next: u64,
-    /// The order of the block sent last, for the round-robin.
-    cursor: u64,
-}
-
-impl Queue {
-    /// Sets `block`'s credits and the peer's rank; a new feed starts from
-    /// `sent`, a known one keeps its progress and its place.
-    fn add(&mut self, block: BlockRef, credits: u32, sent: u32, their_rank: u16) {
-        let order = match self.feeds.get(&block) {
-            Some(f) => f.order,
-            None => {
-                self.next += 1;
-                self.next
-            }
-        };
-        let feed = self.feeds.entry(block).or_insert(Feed { credits: 0, sent, their_rank, order });
-        feed.credits = credits.min(MAX_CREDITS);
-        feed.their_rank = their_rank;
-        if feed.credits > 0 {
-            self.turn.insert(order, block);
-        }
-    }
-
-    /// One packet of `block` went out: a credit spent; without credits
-    /// it leaves the turn (its feed stays, so a renewal keeps its place).
-    fn spend(&mut self, block: &BlockRef) {
-        if let Some(feed) = self.feeds.get_mut(block) {
-            feed.credits = feed.credits.saturating_sub(1);
-            feed.sent += 1;
-            if feed.credits == 0 {
-                self.turn.remove(&feed.order);
-            }
-        }
-    }
-
-    fn remove(&mut self, block: &BlockRef) {
-        if let Some(f) = self.feeds.remove(block) {
-            self.turn.remove(&f.order);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.feeds.clear();
-        self.turn.clear();
-    }
-
-    /// The next block to send: round-robin over the oldest `window` with
-    /// credits left (`send_window` says how many).
-    fn next_block(&mut self, window: usize) -> Option<BlockRef> {
-        let oldest = || self.turn.iter().take(window).map(|(o, b)| (*o, *b));
-        let (order, block) = oldest().find(|(o, _)| *o > self.cursor).or_else(|| oldest().next())?;
-        self.cursor = order;
-        Some(block)
-    }
 }
 
 /// What a sender task sent, logged when it ends.
@@ -751,31 +678,12 @@ mod tests {
     }
 
     #[test]
-    fn slow_links_send_one_block_at_a_time_fast_ones_interleave() {
+    fn slow_links_send_one_block_at_a_time() {
         // A 14 kB/s slot: 14 packets a second.
         assert_eq!(send_window(14.0), 1);
         assert_eq!(send_window(50.0), 2);
         assert_eq!(send_window(1000.0), SEND_WINDOW);
         assert_eq!(send_window(0.0), 1);
-
-        let block = |piece| BlockRef { piece, offset: 0, length: BLOCK_SIZE };
-        let mut q = Queue::default();
-        for piece in 0..3 {
-            q.add(block(piece), 2, 0, 0);
-        }
-        let order = |q: &mut Queue, window| {
-            let mut sent = Vec::new();
-            while let Some(b) = q.next_block(window) {
-                q.spend(&b);
-                sent.push(b.piece);
-            }
-            sent
-        };
-        assert_eq!(order(&mut q, 1), [0, 0, 1, 1, 2, 2]);
-        for piece in 0..3 {
-            q.add(block(piece), 2, 0, 0);
-        }
-        assert_eq!(order(&mut q, 4), [0, 1, 2, 0, 1, 2]);
     }
 
     #[test]

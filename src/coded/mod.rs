@@ -12,6 +12,7 @@
 pub mod link;
 pub mod pacer;
 pub mod proto;
+mod queue;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -25,18 +25,15 @@ impl SuperSeed {
     }
 
     /// Drops from `shown` the pieces the peer now has, and tops it up to
-    /// `ahead` (`REVEAL_AHEAD` for a peer we serve) with new pieces.
-    /// Returns the new pieces (to announce with `have`).
-    pub fn reveal(&mut self, peer_has: &Bitfield, shown: &mut Vec<u32>, ahead: usize, availability: impl Fn(u32) -> u32) -> Vec<u32> {
+    /// `REVEAL_AHEAD` with new pieces. Returns the new pieces (to announce
+    /// with `have`).
+    pub fn reveal(&mut self, peer_has: &Bitfield, shown: &mut Vec<u32>, availability: impl Fn(u32) -> u32) -> Vec<u32> {
         shown.retain(|&p| !peer_has.get(p));
         let mut fresh = Vec::new();
-        while shown.len() < ahead {
-            let best = (0..self.reveal_count.len() as u32)
-                .filter(|&p| !peer_has.get(p) && !shown.contains(&p))
-                .min_by_key(|&p| (self.reveal_count[p as usize], availability(p), p));
+        while shown.len() < REVEAL_AHEAD {
+            let best = self.unshown(peer_has, shown).min_by_key(|&p| (self.reveal_count[p as usize], availability(p), p));
             let Some(p) = best else { break };
-            self.reveal_count[p as usize] += 1;
-            shown.push(p);
+            self.show(p, shown);
             fresh.push(p);
         }
         fresh
@@ -49,12 +46,21 @@ impl SuperSeed {
     /// Among pieces nobody has yet (the start), the least shown.
     pub fn reveal_common(&mut self, peer_has: &Bitfield, shown: &mut Vec<u32>, availability: impl Fn(u32) -> u32) -> Option<u32> {
         shown.retain(|&p| !peer_has.get(p));
-        let p = (0..self.reveal_count.len() as u32)
-            .filter(|&p| !peer_has.get(p) && !shown.contains(&p))
+        let p = self
+            .unshown(peer_has, shown)
             .max_by_key(|&p| (availability(p), std::cmp::Reverse(self.reveal_count[p as usize]), std::cmp::Reverse(p)))?;
-        self.reveal_count[p as usize] += 1;
-        shown.push(p);
+        self.show(p, shown);
         Some(p)
+    }
+
+    /// The pieces the peer lacks and was not shown: the candidates to show it.
+    fn unshown<'a>(&self, peer_has: &'a Bitfield, shown: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+        (0..self.reveal_count.len() as u32).filter(move |&p| !peer_has.get(p) && !shown.contains(&p))
+    }
+
+    fn show(&mut self, piece: u32, shown: &mut Vec<u32>) {
+        self.reveal_count[piece as usize] += 1;
+        shown.push(piece);
     }
 
     /// A peer left holding `shown` pieces it never got: they count as never
@@ -79,8 +85,7 @@ mod tests {
         let mut ss = SuperSeed::new(9);
         let none = Bitfield::new(9);
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        let mut all: Vec<u32> =
-            [&mut a, &mut b, &mut c].into_iter().flat_map(|shown| ss.reveal(&none, shown, REVEAL_AHEAD, |_| 0)).collect();
+        let mut all: Vec<u32> = [&mut a, &mut b, &mut c].into_iter().flat_map(|shown| ss.reveal(&none, shown, |_| 0)).collect();
         all.sort_unstable();
         assert_eq!(all, (0..9).collect::<Vec<_>>(), "three peers, three pieces each, no overlap");
         // Peer a got its pieces: it is shown new ones, now necessarily repeats.
@@ -88,7 +93,7 @@ mod tests {
         for &p in &a {
             has_a.set(p);
         }
-        let next = ss.reveal(&has_a, &mut a, REVEAL_AHEAD, |_| 0);
+        let next = ss.reveal(&has_a, &mut a, |_| 0);
         assert_eq!(next.len(), 3);
         assert!(next.iter().all(|p| !has_a.get(*p)));
     }
@@ -98,16 +103,16 @@ mod tests {
         let mut ss = SuperSeed::new(6);
         let none = Bitfield::new(6);
         let (mut gone, mut stays) = (Vec::new(), Vec::new());
-        let lost = ss.reveal(&none, &mut gone, REVEAL_AHEAD, |_| 0);
+        let lost = ss.reveal(&none, &mut gone, |_| 0);
         assert_eq!(lost, vec![0, 1, 2]);
-        assert_eq!(ss.reveal(&none, &mut stays, REVEAL_AHEAD, |_| 0), vec![3, 4, 5]);
+        assert_eq!(ss.reveal(&none, &mut stays, |_| 0), vec![3, 4, 5]);
         ss.withdraw(&gone);
         // The peer that stays got its pieces: it is shown the lost ones, not repeats of its own.
         let mut has = Bitfield::new(6);
         for p in 3..6 {
             has.set(p);
         }
-        assert_eq!(ss.reveal(&has, &mut stays, REVEAL_AHEAD, |_| 0), lost);
+        assert_eq!(ss.reveal(&has, &mut stays, |_| 0), lost);
         // Out-of-range pieces are ignored.
         ss.withdraw(&[99]);
     }
@@ -123,7 +128,7 @@ mod tests {
         assert_eq!(shown, vec![1]);
         // Fresh pieces still go to the peers we serve first.
         let mut other = Vec::new();
-        assert_eq!(ss.reveal(&Bitfield::new(4), &mut other, REVEAL_AHEAD, |_| 0), vec![0, 2, 3]);
+        assert_eq!(ss.reveal(&Bitfield::new(4), &mut other, |_| 0), vec![0, 2, 3]);
         assert_eq!(ss.reveal_common(&Bitfield::full(4), &mut shown, |_| 0), None);
         // At the start nobody has anything: newcomers are shown different pieces.
         let mut ss = SuperSeed::new(4);
@@ -139,10 +144,10 @@ mod tests {
         has.set(0);
         let mut shown = Vec::new();
         // Availability 4,3,2,1,0 for pieces 0..5.
-        let fresh = ss.reveal(&has, &mut shown, REVEAL_AHEAD, |p| 4 - p);
+        let fresh = ss.reveal(&has, &mut shown, |p| 4 - p);
         assert_eq!(fresh, vec![4, 3, 2]);
         let full = Bitfield::full(5);
-        assert!(ss.reveal(&full, &mut shown, REVEAL_AHEAD, |_| 0).is_empty());
+        assert!(ss.reveal(&full, &mut shown, |_| 0).is_empty());
         assert!(shown.is_empty());
     }
 }

@@ -38,7 +38,7 @@ use crate::metainfo::Metainfo;
 use crate::picker::{BlockOutcome, PeerKey, Picker, Progress};
 use crate::storage::{OpenMode, Storage, StorageError};
 use crate::streaming::{self, StreamPlan, SERVER_KEY};
-use crate::superseed::{SuperSeed, REVEAL_AHEAD};
+use crate::superseed::SuperSeed;
 use crate::tracker::TrackerTiers;
 use crate::wire::{BlockRef, BLOCK_SIZE};
 use ccfd_vod::plan::PeerView;
@@ -450,7 +450,7 @@ impl Session {
         let SwarmState { superseed, peers, picker, .. } = &mut *s;
         let Some(p) = peers.get_mut(&key) else { return Vec::new() };
         if p.unchoked {
-            return superseed.reveal(has, &mut p.shown, REVEAL_AHEAD, |piece| picker.availability(piece));
+            return superseed.reveal(has, &mut p.shown, |piece| picker.availability(piece));
         }
         // A peer we choke is shown a piece only when it wants nothing of
         // ours, so it can become interested and win a slot.

@@ -314,8 +314,8 @@ impl CodedLink {
             self.path.waiting_from(Instant::now());
         }
         // Part of the block may have come from other peers already.
-        let rank = session.coded_rank(block).unwrap_or(0);
-        let credits = credits_for((GENERATION as u32).saturating_sub(u32::from(rank)).max(1), self.loss());
+        let (rank, missing) = rank_and_missing(session, block);
+        let credits = credits_for(missing.max(1), self.loss());
         self.wants.insert(block, Want::new(Instant::now()));
         Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank }
     }
@@ -413,8 +413,7 @@ impl CodedLink {
             // Quiet, not a count of packets against credits: packets of an
             // earlier grant still in flight would count against a renewed one.
             if w.stalled(now) {
-                let rank = session.coded_rank(*block).unwrap_or(0);
-                let missing = (GENERATION as u32).saturating_sub(u32::from(rank));
+                let (rank, missing) = rank_and_missing(session, *block);
                 if missing == 0 {
                     continue;
                 }
@@ -451,6 +450,12 @@ impl Drop for CodedLink {
     }
 }
 
+/// Our rank for `block` (from any peer) and the packets it still misses.
+fn rank_and_missing(session: &Session, block: BlockRef) -> (u16, u32) {
+    let rank = session.coded_rank(block).unwrap_or(0);
+    (rank, (GENERATION as u32).saturating_sub(u32::from(rank)))
+}
+
 /// The block a packet is a generation of, if it fits the torrent and our
 /// parameters exactly.
 fn block_of(session: &Session, p: &Packet) -> Option<BlockRef> {
@@ -485,9 +490,8 @@ struct Sender {
 }
 
 /// What a sender task sent, logged when it ends.
-#[derive(Default)]
 struct SendLog {
-    to: Option<SocketAddr>,
+    to: SocketAddr,
     systematic: u64,
     seeded: u64,
     recoded: u64,
@@ -496,6 +500,10 @@ struct SendLog {
 }
 
 impl SendLog {
+    fn new(to: SocketAddr) -> SendLog {
+        SendLog { to, systematic: 0, seeded: 0, recoded: 0, stale: 0 }
+    }
+
     fn count(&mut self, c: &Coefficients) {
         match c {
             Coefficients::Systematic(_) => self.systematic += 1,
@@ -508,7 +516,7 @@ impl SendLog {
 impl Drop for SendLog {
     fn drop(&mut self) {
         if self.systematic + self.seeded + self.recoded > 0 {
-            tracing::debug!(to = ?self.to, systematic = self.systematic, seeded = self.seeded, recoded = self.recoded, stale = self.stale, "coded sender ended");
+            tracing::debug!(to = %self.to, systematic = self.systematic, seeded = self.seeded, recoded = self.recoded, stale = self.stale, "coded sender ended");
         }
     }
 }
@@ -525,7 +533,7 @@ impl Sender {
         let shutdown = self.session.shutdown.clone();
         let mut opening = tokio::time::interval(OPENING_PROBE_EVERY);
         let mut opening_left = OPENING_PROBES;
-        let mut sent = SendLog { to: Some(self.to), ..SendLog::default() };
+        let mut sent = SendLog::new(self.to);
         loop {
             if queue.turn.is_empty() {
                 let order = tokio::select! {

@@ -7,6 +7,9 @@
 //! rotates every `optimistic_interval` to a random choked peer, so newcomers
 //! and peers choked before get a chance to prove themselves. A peer that
 //! snubs us (sends nothing we asked for) only ever gets the optimistic slot.
+//! A super-seed has nothing to reward: it wants every leecher holding
+//! pieces the others lack, so each one's upload works, and it takes more
+//! regular slots (`super_seed_slots`).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -21,13 +24,22 @@ use crate::picker::PeerKey;
 pub struct ChokerConfig {
     /// Peers unchoked for their rate.
     pub regular_slots: usize,
+    /// Regular slots while super-seeding. With 4 a first seed with six
+    /// leechers left one without pieces of its own to pass on for 30 s at
+    /// a time, and the others' uploads had to carry its share.
+    pub super_seed_slots: usize,
     pub rechoke_interval: Duration,
     pub optimistic_interval: Duration,
 }
 
 impl Default for ChokerConfig {
     fn default() -> Self {
-        ChokerConfig { regular_slots: 4, rechoke_interval: Duration::from_secs(10), optimistic_interval: Duration::from_secs(30) }
+        ChokerConfig {
+            regular_slots: 4,
+            super_seed_slots: 8,
+            rechoke_interval: Duration::from_secs(10),
+            optimistic_interval: Duration::from_secs(30),
+        }
     }
 }
 
@@ -70,7 +82,8 @@ impl Choker {
     /// The peers to have unchoked at `now`. Between rounds the choice is
     /// kept, except that peers which left or lost interest free their slot
     /// and a free slot is filled at once (a newcomer does not wait 10 s).
-    pub fn unchoked(&mut self, now: Instant, peers: &[ChokeInput], rng: &mut impl Rng) -> HashSet<PeerKey> {
+    pub fn unchoked(&mut self, now: Instant, peers: &[ChokeInput], super_seeding: bool, rng: &mut impl Rng) -> HashSet<PeerKey> {
+        let slots = if super_seeding { self.config.super_seed_slots } else { self.config.regular_slots };
         let interested = |k: PeerKey| peers.iter().any(|p| p.key == k && p.interested);
         let rechoke_due = self.next_rechoke.is_none_or(|t| now >= t);
         let mut optimistic_due = self.next_optimistic.is_none_or(|t| now >= t);
@@ -79,12 +92,13 @@ impl Choker {
             self.regular.clear();
         }
         self.regular.retain(|&k| interested(k));
-        if self.regular.len() < self.config.regular_slots {
+        self.regular.truncate(slots);
+        if self.regular.len() < slots {
             let mut ranked: Vec<&ChokeInput> =
                 peers.iter().filter(|p| p.interested && !p.snubbed && !self.regular.contains(&p.key)).collect();
             // Fastest first; ties (all zero at the start) broken by key for a stable order.
             ranked.sort_by(|a, b| b.rate.total_cmp(&a.rate).then(a.key.cmp(&b.key)));
-            let room = self.config.regular_slots - self.regular.len();
+            let room = slots - self.regular.len();
             self.regular.extend(ranked.into_iter().take(room).map(|p| p.key));
         }
         match self.optimistic {
@@ -119,7 +133,7 @@ mod tests {
     }
 
     fn config(regular: usize) -> ChokerConfig {
-        ChokerConfig { regular_slots: regular, rechoke_interval: Duration::from_secs(10), optimistic_interval: Duration::from_secs(30) }
+        ChokerConfig { regular_slots: regular, ..ChokerConfig::default() }
     }
 
     #[test]
@@ -127,7 +141,7 @@ mod tests {
         let mut choker = Choker::new(config(2));
         let mut rng = StdRng::seed_from_u64(1);
         let peers = [peer(1, 10.0), peer(2, 500.0), peer(3, 50.0), peer(4, 300.0)];
-        let set = choker.unchoked(Instant::now(), &peers, &mut rng);
+        let set = choker.unchoked(Instant::now(), &peers, false, &mut rng);
         assert!(set.contains(&2) && set.contains(&4));
         assert_eq!(set.len(), 3, "two regular slots and one optimistic");
         let opt = choker.optimistic().unwrap();
@@ -140,13 +154,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let t0 = Instant::now();
         let mut peers = vec![peer(1, 100.0), peer(2, 10.0)];
-        assert!(choker.unchoked(t0, &peers, &mut rng).contains(&1));
+        assert!(choker.unchoked(t0, &peers, false, &mut rng).contains(&1));
         peers[0].rate = 1.0;
         peers[1].rate = 200.0;
         // Mid-round: the choice stands (no flapping).
-        choker.unchoked(t0 + Duration::from_secs(5), &peers, &mut rng);
+        choker.unchoked(t0 + Duration::from_secs(5), &peers, false, &mut rng);
         assert_eq!(choker.regular, vec![1]);
-        choker.unchoked(t0 + Duration::from_secs(10), &peers, &mut rng);
+        choker.unchoked(t0 + Duration::from_secs(10), &peers, false, &mut rng);
         assert_eq!(choker.regular, vec![2]);
     }
 
@@ -158,7 +172,7 @@ mod tests {
         let peers: Vec<ChokeInput> = (1..=4).map(|k| peer(k, if k == 1 { 1000.0 } else { 1.0 })).collect();
         let mut seen = HashSet::new();
         for round in 0..40 {
-            let set = choker.unchoked(t0 + Duration::from_secs(30 * round), &peers, &mut rng);
+            let set = choker.unchoked(t0 + Duration::from_secs(30 * round), &peers, false, &mut rng);
             assert!(set.contains(&1), "the fastest keeps its regular slot");
             seen.extend(choker.optimistic());
         }
@@ -174,7 +188,7 @@ mod tests {
         let mut bored = peer(2, 1e9);
         bored.interested = false;
         let peers = [snubber, bored, peer(3, 5.0)];
-        let set = choker.unchoked(Instant::now(), &peers, &mut rng);
+        let set = choker.unchoked(Instant::now(), &peers, false, &mut rng);
         assert_eq!(choker.regular, vec![3]);
         assert_eq!(choker.optimistic(), Some(1), "only the optimistic slot is left for a snubber");
         assert!(!set.contains(&2));
@@ -186,14 +200,26 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let t0 = Instant::now();
         let mut peers = vec![peer(1, 9.0)];
-        choker.unchoked(t0, &peers, &mut rng);
+        choker.unchoked(t0, &peers, false, &mut rng);
         peers.push(peer(2, 0.0));
         peers.push(peer(3, 0.0));
-        let set = choker.unchoked(t0 + Duration::from_secs(1), &peers, &mut rng);
+        let set = choker.unchoked(t0 + Duration::from_secs(1), &peers, false, &mut rng);
         assert_eq!(set, HashSet::from([1, 2, 3]));
         peers[0].interested = false;
-        let set = choker.unchoked(t0 + Duration::from_secs(2), &peers, &mut rng);
+        let set = choker.unchoked(t0 + Duration::from_secs(2), &peers, false, &mut rng);
         assert!(!set.contains(&1));
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn a_super_seed_unchokes_more_peers() {
+        let mut choker = Choker::new(config(2));
+        let mut rng = StdRng::seed_from_u64(6);
+        let t0 = Instant::now();
+        let peers: Vec<ChokeInput> = (1..=9).map(|k| peer(k, 0.0)).collect();
+        assert_eq!(choker.unchoked(t0, &peers, false, &mut rng).len(), 3);
+        assert_eq!(choker.unchoked(t0 + Duration::from_secs(1), &peers, true, &mut rng).len(), 9, "eight regular and the optimistic");
+        // Back to leeching rules (a new file, say): the extra slots go.
+        assert_eq!(choker.unchoked(t0 + Duration::from_secs(2), &peers, false, &mut rng).len(), 3);
     }
 }

@@ -30,8 +30,12 @@ async fn tit_for_tat_rewards_the_fastest_uploader_and_replaces_it_when_it_slows(
     let data = payload(16 << 20, 11);
     let meta = torrent(tmp.path(), "movie.bin", &data, 64 << 10);
     let half = data.len() / 2;
-    let fast_choker =
-        ChokerConfig { regular_slots: 1, rechoke_interval: Duration::from_millis(1000), optimistic_interval: Duration::from_secs(3) };
+    let fast_choker = ChokerConfig {
+        regular_slots: 1,
+        rechoke_interval: Duration::from_millis(1000),
+        optimistic_interval: Duration::from_secs(3),
+        ..ChokerConfig::default()
+    };
     let config = SessionConfig { choker: fast_choker, ..SessionConfig::default() };
     let mut others = Vec::new();
     for (i, rate) in [(2u8, 400_000u64), (3, 40_000), (4, 40_000)] {

@@ -685,7 +685,7 @@ impl Session {
             .collect();
         let super_seeding = seeding && self.config.super_seed;
         let SwarmState { choker, rng, peers, superseed, .. } = s;
-        let unchoke = choker.unchoked(now, &inputs, rng);
+        let unchoke = choker.unchoked(now, &inputs, super_seeding, rng);
         for (key, p) in peers.iter_mut() {
             let want = unchoke.contains(key);
             if want != p.unchoked {

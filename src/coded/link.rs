@@ -84,7 +84,7 @@ const OPENING_PROBE_EVERY: Duration = Duration::from_millis(20);
 /// the connection loses this once.
 const OPENING_WAIT: Duration = Duration::from_millis(50);
 /// A sender waiting for upload tokens probes the path this often: well
-/// inside `DEAD_AFTER`, and a few 18-byte datagrams a second.
+/// inside `DEAD_AFTER`, and a few 16-byte datagrams a second.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
@@ -105,11 +105,13 @@ struct Want {
     /// longer means the rest were lost, a shorter one is just pacing.
     gap: Duration,
     renewed: bool,
+    /// Another peer was asked for the block too (see `Control::Want`).
+    shared: bool,
 }
 
 impl Want {
-    fn new(now: Instant) -> Want {
-        Want { got: 0, last_packet: now, gap: Duration::ZERO, renewed: false }
+    fn new(now: Instant, shared: bool) -> Want {
+        Want { got: 0, last_packet: now, gap: Duration::ZERO, renewed: false, shared }
     }
 
     fn on_packet(&mut self, at: Instant) {
@@ -309,15 +311,15 @@ impl CodedLink {
 
     /// Asks the peer for `block`; the control message to send.
     pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
-        session.coded_open(block);
+        let shared = !session.coded_open(block);
         if self.wants.is_empty() {
             self.path.waiting_from(Instant::now());
         }
         // Part of the block may have come from other peers already.
         let (rank, missing) = rank_and_missing(session, block);
         let credits = credits_for(missing.max(1), self.loss());
-        self.wants.insert(block, Want::new(Instant::now()));
-        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank }
+        self.wants.insert(block, Want::new(Instant::now(), shared));
+        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank, shared }
     }
 
     /// Whether `block` is one of our coded wants here.
@@ -366,11 +368,13 @@ impl CodedLink {
         if is_probe(&arrival.bytes) {
             return out;
         }
-        let Ok(packet) = datagram_packet(&arrival.bytes) else {
-            self.wasted += 1;
-            return out;
-        };
-        let Some(block) = block_of(session, &packet) else {
+        // The packet names its piece and generation; the torrent gives the rest.
+        let mut block = None;
+        let parsed = datagram_packet(&arrival.bytes, |piece, generation| {
+            block = valid_block(session, piece, u32::from(generation).checked_mul(BLOCK_SIZE)?);
+            block.map(coded_generation_id)
+        });
+        let (Ok(packet), Some(block)) = (parsed, block) else {
             self.wasted += 1;
             return out;
         };
@@ -419,9 +423,16 @@ impl CodedLink {
                 }
                 let credits = credits_for(missing, loss).min(MAX_CREDITS);
                 tracing::trace!(?block, got = w.got, gap = ?w.gap, quiet = ?now.saturating_duration_since(w.last_packet), renewed = w.renewed, rank, credits, "coded want renewed");
-                *w = Want { renewed: true, ..Want::new(now) };
+                *w = Want { renewed: true, ..Want::new(now, w.shared) };
                 self.renewals += 1;
-                out.push(Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank });
+                out.push(Control::Want {
+                    piece: block.piece,
+                    offset: block.offset,
+                    length: block.length,
+                    credits: credits as u16,
+                    rank,
+                    shared: w.shared,
+                });
             }
         }
         if self.received != self.reported && now.duration_since(self.last_feedback) >= FEEDBACK_EVERY {
@@ -454,21 +465,6 @@ impl Drop for CodedLink {
 fn rank_and_missing(session: &Session, block: BlockRef) -> (u16, u32) {
     let rank = session.coded_rank(block).unwrap_or(0);
     (rank, (GENERATION as u32).saturating_sub(u32::from(rank)))
-}
-
-/// The block a packet is a generation of, if it fits the torrent and our
-/// parameters exactly.
-fn block_of(session: &Session, p: &Packet) -> Option<BlockRef> {
-    let id = p.id;
-    if usize::from(id.k) != GENERATION || usize::from(id.symbol_size) != SYMBOL_SIZE || id.piece >= session.meta.piece_count() {
-        return None;
-    }
-    let piece_len = session.meta.piece_len(id.piece);
-    let offset = u32::from(id.generation).checked_mul(BLOCK_SIZE)?;
-    if offset >= piece_len || id.len != (piece_len - offset).min(BLOCK_SIZE) {
-        return None;
-    }
-    Some(BlockRef { piece: id.piece, offset, length: id.len })
 }
 
 /// The block at `piece`/`offset` of this torrent, if there is one.
@@ -618,9 +614,9 @@ impl Sender {
         let k = GENERATION as u16;
         match order {
             SendOrder::DropAll => queue.clear(),
-            SendOrder::Control(Control::Want { piece, offset, length, credits, rank }) => {
+            SendOrder::Control(Control::Want { piece, offset, length, credits, rank, shared }) => {
                 let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
-                queue.add(block, u32::from(credits), 0, rank.min(k));
+                queue.add(block, u32::from(credits), 0, rank.min(k), shared);
             }
             SendOrder::Control(Control::Rank { piece, offset, rank }) => {
                 let Some(block) = valid_block(&self.session, piece, offset) else { return };
@@ -636,7 +632,7 @@ impl Sender {
                 // while we still receive it too: recode for it, within the gap.
                 let ours = if self.session.has_piece(piece) { None } else { self.session.coded_rank(block) };
                 if let Some(ours) = ours.filter(|&r| r > rank) {
-                    queue.add(block, u32::from(ours - rank), k.into(), rank);
+                    queue.add(block, u32::from(ours - rank), k.into(), rank, false);
                 }
             }
             SendOrder::Control(Control::Cancel { piece, offset }) => {
@@ -654,12 +650,8 @@ impl Sender {
         let id = coded_generation_id(block);
         if let Some(split) = self.session.coded_source(block.piece).await {
             let generation = split.get((block.offset / BLOCK_SIZE) as usize)?;
-            // Systematic symbols while the peer's rank could all be ours
-            // (each one then is new to it); once it holds packets from
-            // elsewhere, one of ours may duplicate them: random combinations.
-            let (coefficients, payload) = if (feed.sent as usize) < GENERATION && u32::from(feed.their_rank) <= feed.sent {
-                let i = feed.sent as usize;
-                (Coefficients::Systematic(i as u16), generation.symbol(i).to_vec())
+            let (coefficients, payload) = if let Some(i) = feed.next_systematic() {
+                (Coefficients::Systematic(i), generation.symbol(usize::from(i)).to_vec())
             } else {
                 let seed: u64 = rng.random();
                 (Coefficients::Seeded(seed), generation.coded(seed))
@@ -741,7 +733,7 @@ mod tests {
     fn a_want_is_renewed_only_when_its_packets_stop() {
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);
-        let mut w = Want::new(t0);
+        let mut w = Want::new(t0, false);
         // Queued behind older wants at the sender: never renewed.
         assert!(!w.stalled(t0 + 5000 * ms));
         for i in 1..=4 {
@@ -752,7 +744,7 @@ mod tests {
         assert!(!w.stalled(t0 + 60 * ms));
         assert!(w.stalled(t0 + 70 * ms));
         // A renewal with nothing back is renewed again after a round trip's allowance.
-        let r = Want { renewed: true, ..Want::new(t0) };
+        let r = Want { renewed: true, ..Want::new(t0, false) };
         assert!(!r.stalled(t0 + RENEWAL_ANSWER - ms));
         assert!(r.stalled(t0 + RENEWAL_ANSWER));
     }

@@ -6,25 +6,25 @@ use std::collections::HashMap;
 
 use serde_bencode::value::Value;
 
-use crate::coding::packet::{Packet, PacketError};
+use crate::coding::packet::{GenerationId, Packet, PacketError};
 
 /// Protocol version.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 /// Extension message id we ask peers to use for `ccfd` messages.
 pub const CCFD_ID: u8 = 4;
 /// Symbol size and generation size: one generation is one 16 KiB block,
 /// in 14 symbols of 1171 bytes (the last padded by 10). These are the
-/// largest symbols for which a recoded datagram (header, packet header,
-/// 14 coefficients: 1219 bytes) stays under `MAX_DATAGRAM`; every
+/// largest symbols for which a recoded datagram (header, short packet
+/// header, 14 coefficients: 1208 bytes) stays under `MAX_DATAGRAM`; every
 /// datagram's headers cost upload, so fewer, larger symbols send a block
 /// in fewer bytes (16 of 1024 took 0.4% more).
 pub const SYMBOL_SIZE: usize = 1171;
 pub const GENERATION: usize = 14;
 /// Largest datagram we send or accept (unfragmented on any IPv6 path).
 pub const MAX_DATAGRAM: usize = 1232;
-const MAGIC: &[u8; 2] = b"cf";
-/// Datagram header before the coded packet.
-pub const DATAGRAM_HEADER: usize = 18;
+/// Datagram header before the coded packet (in the codec's short form:
+/// both ends know the geometry from the torrent and the offers).
+pub const DATAGRAM_HEADER: usize = 16;
 
 /// What one side of a connection offers in its extended handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,8 @@ pub enum Control {
     /// Send up to `credits` more packets of this generation (block); I hold
     /// `rank` of it already (from anyone), so a sender that did not give me
     /// those sends random combinations, not systematic symbols I may have.
-    Want { piece: u32, offset: u32, length: u32, credits: u16, rank: u16 },
+    /// `shared`: I ask another peer for it too, so send combinations only.
+    Want { piece: u32, offset: u32, length: u32, credits: u16, rank: u16, shared: bool },
     /// My rank for this generation; K means decoded.
     Rank { piece: u32, offset: u32, rank: u16 },
     /// Datagrams received from you, the highest sequence seen, the latest one-way delay sample.
@@ -102,23 +103,24 @@ pub enum ProtoError {
     Length(usize),
     #[error("datagram of {0} bytes outside the allowed sizes")]
     DatagramSize(usize),
-    #[error("datagram without the ccfd magic")]
-    Magic,
+    #[error("datagram for piece {0} generation {1}, not in this torrent")]
+    UnknownGeneration(u32, u16),
     #[error("coded packet: {0}")]
     Packet(#[from] PacketError),
 }
 
 impl Control {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17);
+        let mut out = Vec::with_capacity(18);
         match *self {
-            Control::Want { piece, offset, length, credits, rank } => {
+            Control::Want { piece, offset, length, credits, rank, shared } => {
                 out.push(1);
                 out.extend_from_slice(&piece.to_be_bytes());
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&length.to_be_bytes());
                 out.extend_from_slice(&credits.to_be_bytes());
                 out.extend_from_slice(&rank.to_be_bytes());
+                out.push(u8::from(shared));
             }
             Control::Rank { piece, offset, rank } => {
                 out.push(2);
@@ -144,7 +146,7 @@ impl Control {
     pub fn parse(b: &[u8]) -> Result<Control, ProtoError> {
         let kind = *b.first().ok_or(ProtoError::Length(0))?;
         let want_len = match kind {
-            1 => 17,
+            1 => 18,
             2 => 11,
             3 => 13,
             4 => 9,
@@ -156,7 +158,14 @@ impl Control {
         let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         Ok(match kind {
-            1 => Control::Want { piece: u32_at(1), offset: u32_at(5), length: u32_at(9), credits: u16_at(13), rank: u16_at(15) },
+            1 => Control::Want {
+                piece: u32_at(1),
+                offset: u32_at(5),
+                length: u32_at(9),
+                credits: u16_at(13),
+                rank: u16_at(15),
+                shared: b[17] != 0,
+            },
             2 => Control::Rank { piece: u32_at(1), offset: u32_at(5), rank: u16_at(9) },
             3 => Control::Feedback { received: u32_at(1), highest_seq: u32_at(5), delay_us: u32_at(9) },
             _ => Control::Cancel { piece: u32_at(1), offset: u32_at(5) },
@@ -174,7 +183,7 @@ pub struct DatagramHeader {
 
 /// Frames a coded packet for the receiver holding `header.token`.
 pub fn encode_datagram(header: &DatagramHeader, packet: &Packet) -> Vec<u8> {
-    let body = packet.encode();
+    let body = packet.encode_short();
     let mut out = Vec::with_capacity(DATAGRAM_HEADER + body.len());
     write_header(&mut out, header);
     out.extend_from_slice(&body);
@@ -196,7 +205,6 @@ pub fn is_probe(b: &[u8]) -> bool {
 }
 
 fn write_header(out: &mut Vec<u8>, header: &DatagramHeader) {
-    out.extend_from_slice(MAGIC);
     out.extend_from_slice(&header.token);
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&header.stamp_us.to_be_bytes());
@@ -208,26 +216,27 @@ pub fn datagram_header(b: &[u8]) -> Result<DatagramHeader, ProtoError> {
     if b.len() < DATAGRAM_HEADER || b.len() > MAX_DATAGRAM {
         return Err(ProtoError::DatagramSize(b.len()));
     }
-    if &b[..2] != MAGIC {
-        return Err(ProtoError::Magic);
-    }
     let mut token = [0u8; 8];
-    token.copy_from_slice(&b[2..10]);
-    let seq = u32::from_be_bytes([b[10], b[11], b[12], b[13]]);
-    let stamp_us = u32::from_be_bytes([b[14], b[15], b[16], b[17]]);
+    token.copy_from_slice(&b[..8]);
+    let seq = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+    let stamp_us = u32::from_be_bytes([b[12], b[13], b[14], b[15]]);
     Ok(DatagramHeader { token, seq, stamp_us })
 }
 
-/// The coded packet inside a datagram whose header was accepted.
-pub fn datagram_packet(b: &[u8]) -> Result<Packet, ProtoError> {
+/// The coded packet inside a datagram whose header was accepted;
+/// `geometry` gives the id of a piece's generation, `None` if the torrent
+/// has no such generation.
+pub fn datagram_packet(b: &[u8], geometry: impl FnOnce(u32, u16) -> Option<GenerationId>) -> Result<Packet, ProtoError> {
     let body = b.get(DATAGRAM_HEADER..).ok_or(ProtoError::DatagramSize(b.len()))?;
-    Ok(Packet::parse(body)?)
+    let (piece, generation) = Packet::short_generation(body)?;
+    let id = geometry(piece, generation).ok_or(ProtoError::UnknownGeneration(piece, generation))?;
+    Ok(Packet::parse_short(body, id)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coding::packet::{Coefficients, GenerationId};
+    use crate::coding::packet::Coefficients;
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -253,7 +262,8 @@ mod tests {
     #[test]
     fn control_messages_round_trip() {
         for m in [
-            Control::Want { piece: 7, offset: 16384, length: 16384, credits: 18, rank: 3 },
+            Control::Want { piece: 7, offset: 16384, length: 16384, credits: 18, rank: 3, shared: false },
+            Control::Want { piece: 7, offset: 0, length: 16384, credits: 14, rank: 0, shared: true },
             Control::Rank { piece: 1, offset: 0, rank: 16 },
             Control::Feedback { received: 100, highest_seq: 120, delay_us: 4000 },
             Control::Cancel { piece: 9, offset: 32768 },
@@ -273,18 +283,17 @@ mod tests {
         let d = encode_datagram(&header, &packet);
         assert!(d.len() <= MAX_DATAGRAM, "{} bytes", d.len());
         assert_eq!(datagram_header(&d), Ok(header));
-        assert_eq!(datagram_packet(&d), Ok(packet));
+        let known = |piece, generation| (piece == 3 && generation == 1).then_some(id);
+        assert_eq!(datagram_packet(&d, known), Ok(packet));
+        assert_eq!(datagram_packet(&d, |_, _| None), Err(ProtoError::UnknownGeneration(3, 1)));
         assert_eq!(datagram_header(b"xx"), Err(ProtoError::DatagramSize(2)));
         assert!(!is_probe(&d));
         // A probe: the header alone, accepted, and no packet in it.
         let probe = encode_probe(&header);
         assert_eq!(datagram_header(&probe), Ok(header));
         assert!(is_probe(&probe));
-        assert!(datagram_packet(&probe).is_err());
+        assert!(datagram_packet(&probe, known).is_err());
         assert_eq!(datagram_header(&probe[..DATAGRAM_HEADER - 1]), Err(ProtoError::DatagramSize(DATAGRAM_HEADER - 1)));
-        let mut wrong = d.clone();
-        wrong[0] = b'X';
-        assert_eq!(datagram_header(&wrong), Err(ProtoError::Magic));
     }
 
     #[test]
@@ -292,13 +301,13 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for _ in 0..20_000 {
             let len = rng.random_range(0..1300);
-            let mut b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-            if rng.random_bool(0.5) && b.len() > 2 {
-                b[..2].copy_from_slice(MAGIC);
-            }
+            let b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let _ = Control::parse(&b);
             if datagram_header(&b).is_ok() {
-                let _ = datagram_packet(&b);
+                let id = |piece, generation| {
+                    Some(GenerationId { piece, generation, k: GENERATION as u16, symbol_size: SYMBOL_SIZE as u16, len: 16384 })
+                };
+                let _ = datagram_packet(&b, id);
             }
         }
     }

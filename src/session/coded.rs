@@ -67,13 +67,16 @@ pub struct CodedReceipt {
 }
 
 impl Session {
-    /// Starts (or keeps) a decoder for `block`, so packets for it are accepted.
-    pub fn coded_open(&self, block: BlockRef) {
-        if let std::collections::hash_map::Entry::Vacant(slot) = lock(&self.coded).assemblies.entry(block) {
-            if let Ok(decoder) = Decoder::new(GENERATION, SYMBOL_SIZE, block.length as usize) {
-                slot.insert(Assembly { decoder, log: Vec::new() });
-            }
+    /// Starts (or keeps) a decoder for `block`, so packets for it are
+    /// accepted. False if one was open already: another peer may be
+    /// sending the block too.
+    pub fn coded_open(&self, block: BlockRef) -> bool {
+        let mut coded = lock(&self.coded);
+        let std::collections::hash_map::Entry::Vacant(slot) = coded.assemblies.entry(block) else { return false };
+        if let Ok(decoder) = Decoder::new(GENERATION, SYMBOL_SIZE, block.length as usize) {
+            slot.insert(Assembly { decoder, log: Vec::new() });
         }
+        true
     }
 
     /// Drops the decoder of `block` (the block arrived another way, or we gave up).

@@ -554,7 +554,7 @@ impl Sender {
                 queue.remove(&block);
                 continue;
             };
-            let len = (DATAGRAM_HEADER + packet.encoded_len()) as u64;
+            let len = (DATAGRAM_HEADER + packet.short_encoded_len()) as u64;
             if allowance < len {
                 // Tokens for the rest of the block at once: a block whose
                 // last packet waits for the next grant (the cap is shared)

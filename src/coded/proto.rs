@@ -282,6 +282,7 @@ mod tests {
         let header = DatagramHeader { token: *b"abcdefgh", seq: 42, stamp_us: 99 };
         let d = encode_datagram(&header, &packet);
         assert!(d.len() <= MAX_DATAGRAM, "{} bytes", d.len());
+        assert_eq!(d.len(), DATAGRAM_HEADER + packet.short_encoded_len(), "what a sender takes tokens for");
         assert_eq!(datagram_header(&d), Ok(header));
         let known = |piece, generation| (piece == 3 && generation == 1).then_some(id);
         assert_eq!(datagram_packet(&d, known), Ok(packet));

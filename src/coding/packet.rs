@@ -109,7 +109,7 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// Bytes `encode` will write: a sender takes upload tokens before it encodes.
+    /// Bytes `encode` will write (a sender takes upload tokens before it encodes).
     pub fn encoded_len(&self) -> usize {
         HEADER_LEN + self.body_len()
     }

@@ -689,14 +689,14 @@ mod tests {
     #[test]
     fn a_grant_covers_the_rest_of_a_block() {
         let k = GENERATION as u32;
-        // A fresh want of a block's systematic packets of 1207 bytes: one grant for all.
-        assert_eq!(block_grant(k, 1207), u64::from(k) * 1207);
+        // A fresh want of a block's systematic packets of 1196 bytes: one grant for all.
+        assert_eq!(block_grant(k, 1196), u64::from(k) * 1196);
         // The loss allowance at 10% is one packet more.
-        assert_eq!(block_grant(k + 1, 1207), u64::from(k + 1) * 1207);
+        assert_eq!(block_grant(k + 1, 1196), u64::from(k + 1) * 1196);
         // A renewal for two packets takes two; huge credits are bounded.
-        assert_eq!(block_grant(2, 1219), 2 * 1219);
-        assert_eq!(block_grant(64, 1219), u64::from(k + k / 4) * 1219);
-        assert_eq!(block_grant(0, 1219), 1219);
+        assert_eq!(block_grant(2, 1208), 2 * 1208);
+        assert_eq!(block_grant(64, 1208), u64::from(k + k / 4) * 1208);
+        assert_eq!(block_grant(0, 1208), 1208);
     }
 
     #[test]

@@ -319,7 +319,7 @@ impl CodedLink {
         let (rank, missing) = rank_and_missing(session, block);
         let credits = credits_for(missing.max(1), self.loss());
         self.wants.insert(block, Want::new(Instant::now(), shared));
-        Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank, shared }
+        want_message(block, credits, rank, shared)
     }
 
     /// Whether `block` is one of our coded wants here.
@@ -425,14 +425,7 @@ impl CodedLink {
                 tracing::trace!(?block, got = w.got, gap = ?w.gap, quiet = ?now.saturating_duration_since(w.last_packet), renewed = w.renewed, rank, credits, "coded want renewed");
                 *w = Want { renewed: true, ..Want::new(now, w.shared) };
                 self.renewals += 1;
-                out.push(Control::Want {
-                    piece: block.piece,
-                    offset: block.offset,
-                    length: block.length,
-                    credits: credits as u16,
-                    rank,
-                    shared: w.shared,
-                });
+                out.push(want_message(*block, credits, rank, w.shared));
             }
         }
         if self.received != self.reported && now.duration_since(self.last_feedback) >= FEEDBACK_EVERY {
@@ -459,6 +452,12 @@ impl Drop for CodedLink {
         }
         self.transport.unregister(&self.our_token);
     }
+}
+
+/// A `want` of `block`, first or renewed; credits are at most
+/// `MAX_CREDITS`, which fits the message's u16.
+fn want_message(block: BlockRef, credits: u32, rank: u16, shared: bool) -> Control {
+    Control::Want { piece: block.piece, offset: block.offset, length: block.length, credits: credits as u16, rank, shared }
 }
 
 /// Our rank for `block` (from any peer) and the packets it still misses.

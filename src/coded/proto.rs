@@ -183,10 +183,9 @@ pub struct DatagramHeader {
 
 /// Frames a coded packet for the receiver holding `header.token`.
 pub fn encode_datagram(header: &DatagramHeader, packet: &Packet) -> Vec<u8> {
-    let body = packet.encode_short();
-    let mut out = Vec::with_capacity(DATAGRAM_HEADER + body.len());
+    let mut out = Vec::with_capacity(DATAGRAM_HEADER + packet.short_encoded_len());
     write_header(&mut out, header);
-    out.extend_from_slice(&body);
+    packet.write_short(&mut out);
     out
 }
 

@@ -135,11 +135,17 @@ impl Packet {
     /// The short form, for a reader that knows the generation's geometry.
     pub fn encode_short(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.short_encoded_len());
+        self.write_short(&mut out);
+        out
+    }
+
+    /// Appends the short form to `out`: a transport writes it behind its
+    /// own header without a second buffer.
+    pub fn write_short(&self, out: &mut Vec<u8>) {
         out.push(self.kind());
         out.extend_from_slice(&self.id.piece.to_be_bytes());
         out.extend_from_slice(&self.id.generation.to_be_bytes());
-        self.write_body(&mut out);
-        out
+        self.write_body(out);
     }
 
     pub fn parse(b: &[u8]) -> Result<Packet, PacketError> {

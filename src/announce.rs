@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::session::Session;
-use crate::tracker::{AnnounceRequest, Event, TrackerError, TrackerTiers};
+use crate::tracker::{AnnounceRequest, Event, TrackerTiers};
 
 /// Peers we ask the tracker for.
 const NUMWANT: u32 = 80;
@@ -52,16 +52,12 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                 (resp.interval, min.max(early))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "announce failed");
-                // A first announce that is refused outright, with no other way
-                // to find peers, will not get better by waiting: say so.
-                let definitive = matches!(e, TrackerError::Unreachable(_) | TrackerError::Failure(_) | TrackerError::Unsupported(_));
-                if event == Event::Started && definitive && !session.has_other_peer_sources() {
-                    session.abort(format!("no tracker answered: {e}"));
-                    return;
-                }
+                // Keep running: peers may still dial us, `--peer` addresses
+                // are dialed anyway, and a tracker that is down now may be
+                // back in a minute.
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);
+                tracing::warn!(error = %e, retry_in = ?wait, "announce failed; still serving, will retry");
                 (wait, wait)
             }
         };

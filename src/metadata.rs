@@ -79,7 +79,7 @@ impl UtMetadata {
     pub fn parse(payload: &[u8]) -> Result<UtMetadata, MetadataError> {
         let malformed = |e: &dyn std::fmt::Display| MetadataError::Malformed(e.to_string());
         let end = skip_value(payload, 0).map_err(|e| malformed(&e))?;
-        let header: Header = serde_bencode::from_bytes(&payload[..end]).map_err(|e| malformed(&e))?;
+        let header: Header = crate::bencode::decode(&payload[..end]).map_err(|e| malformed(&e))?;
         let piece = u32::try_from(header.piece).map_err(|e| malformed(&e))?;
         match header.msg_type {
             0 => Ok(UtMetadata::Request { piece }),

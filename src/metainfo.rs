@@ -47,7 +47,8 @@ impl InfoHash {
 
     /// Parses 40 hex digits.
     pub fn from_hex(s: &str) -> Option<InfoHash> {
-        if s.len() != 40 || !s.is_ascii() {
+        // from_str_radix alone would take a sign: "+f" parses as 15.
+        if s.len() != 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 20];
@@ -112,6 +113,9 @@ impl Metainfo {
     /// Parses and validates the bytes of a .torrent file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
         let malformed = |e: &dyn fmt::Display| MetainfoError::Malformed(e.to_string());
+        // lava_torrent recurses without a limit: it sees only a scanned value.
+        let end = bencode::scan(bytes).map_err(|e| malformed(&e))?;
+        let bytes = &bytes[..end];
         let span = bencode::dict_value_span(bytes, b"info").map_err(|e| malformed(&e))?;
         let info_bytes = bytes[span].to_vec();
         let torrent = Torrent::read_from_bytes(bytes).map_err(|e| malformed(&e))?;
@@ -335,6 +339,9 @@ mod tests {
         let h = InfoHash([0xab; 20]);
         assert_eq!(InfoHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(InfoHash::from_hex("zz"), None);
+        assert_eq!(InfoHash::from_hex(&"+f".repeat(20)), None);
+        assert_eq!(InfoHash::from_hex(&"-0".repeat(20)), None);
+        assert_eq!(InfoHash::from_hex(&"AB".repeat(20)), Some(h));
     }
 
     #[test]

@@ -297,18 +297,18 @@ impl Connection {
                 lock(&self.upload.pending).remove(&block);
             }
             Message::Extended { id: 0, payload } => {
-                if let Ok(hs) = ExtendedHandshake::parse(&payload) {
-                    if let Some(q) = hs.reqq.and_then(|q| usize::try_from(q).ok()).filter(|&q| q > 0) {
-                        self.peer_reqq = q;
-                    }
-                    self.peer_ut_metadata = hs.m.get("ut_metadata").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
-                    let msg_id = hs.m.get("ccfd").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
-                    let offer = hs.ccfd.as_ref().and_then(Offer::from_value);
-                    if let (Some(link), Some(id), Some(offer)) = (&mut self.coded, msg_id, offer) {
-                        let polluter = self.session.client.coded_polluter;
-                        link.activate(self.session.clone(), self.key, self.addr.ip(), &offer, id, polluter);
-                        tracing::debug!(addr = %self.addr, active = link.is_active(), "coded extension offered");
-                    }
+                // A handshake we cannot read (malformed, nested too deep) ends the connection.
+                let hs = ExtendedHandshake::parse(&payload).context("extended handshake")?;
+                if let Some(q) = hs.reqq.and_then(|q| usize::try_from(q).ok()).filter(|&q| q > 0) {
+                    self.peer_reqq = q;
+                }
+                self.peer_ut_metadata = hs.m.get("ut_metadata").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                let msg_id = hs.m.get("ccfd").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                let offer = hs.ccfd.as_ref().and_then(Offer::from_value);
+                if let (Some(link), Some(id), Some(offer)) = (&mut self.coded, msg_id, offer) {
+                    let polluter = self.session.client.coded_polluter;
+                    link.activate(self.session.clone(), self.key, self.addr.ip(), &offer, id, polluter);
+                    tracing::debug!(addr = %self.addr, active = link.is_active(), "coded extension offered");
                 }
             }
             Message::Extended { id: CCFD_ID, payload } => {

@@ -5,7 +5,7 @@
 //! the network is checked against a bound before anything is allocated.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -251,26 +251,26 @@ impl Encoder<Message> for MessageCodec {
     }
 }
 
-/// The BEP 10 extended handshake: the fields we send and read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The BEP 10 extended handshake: the fields we send and read. Written
+/// with serde; read by `parse`, which goes through the bencode guard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ExtendedHandshake {
     /// Extension name -> message id the sender wants to receive it on.
-    #[serde(default)]
     pub m: BTreeMap<String, i64>,
     /// Client name and version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub v: Option<String>,
     /// How many outstanding requests the sender will queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reqq: Option<i64>,
     /// TCP listen port of the sender.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub p: Option<i64>,
     /// BEP 9: size of the info dictionary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata_size: Option<i64>,
     /// The ccfd extension's offer (docs/ccfd-extension.md), read leniently.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ccfd: Option<serde_bencode::value::Value>,
 }
 
@@ -280,8 +280,36 @@ impl ExtendedHandshake {
         Bytes::from(serde_bencode::to_bytes(self).unwrap_or_default())
     }
 
+    /// Reads a peer's handshake: it must be a bounded bencoded dictionary
+    /// (anything else ends the connection), but a field of an unexpected
+    /// type is ignored, as real clients vary (a `v` in Latin-1, an `m`
+    /// entry that is not a number).
     pub fn parse(payload: &[u8]) -> Result<ExtendedHandshake, WireError> {
-        serde_bencode::from_bytes(payload).map_err(|e| WireError::BadExtended(e.to_string()))
+        use serde_bencode::value::Value;
+        let value: Value = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let Value::Dict(mut dict) = value else { return Err(WireError::BadExtended("not a dictionary".into())) };
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        };
+        let m = match dict.get(&b"m"[..]) {
+            Some(Value::Dict(m)) => {
+                m.iter().filter_map(|(name, id)| Some((String::from_utf8(name.clone()).ok()?, int(Some(id))?))).collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        let v = match dict.get(&b"v"[..]) {
+            Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
+        Ok(ExtendedHandshake {
+            m,
+            v,
+            reqq: int(dict.get(&b"reqq"[..])),
+            p: int(dict.get(&b"p"[..])),
+            metadata_size: int(dict.get(&b"metadata_size"[..])),
+            ccfd: dict.remove(&b"ccfd"[..]),
+        })
     }
 }
 
@@ -374,6 +402,23 @@ mod tests {
         assert_eq!(h.m.get("ut_metadata"), Some(&3));
         assert_eq!(ExtendedHandshake::parse(&h.to_bytes()).unwrap(), h);
         assert!(ExtendedHandshake::parse(b"i3e").is_err());
+        // Odd field types are skipped, not fatal.
+        let odd = ExtendedHandshake::parse(b"d1:md11:ut_metadata1:x2:lti2ee1:v3:\xb5Ta4:reqq3:abce").unwrap();
+        assert_eq!(odd.m.get("lt"), Some(&2));
+        assert_eq!(odd.m.get("ut_metadata"), None);
+        assert_eq!(odd.reqq, None);
+        assert_eq!(odd.v.as_deref(), Some("\u{fffd}Ta"));
+    }
+
+    #[test]
+    fn a_handshake_nested_deep_is_refused_without_recursing() {
+        let mut raw = b"d4:ccfd".to_vec();
+        raw.extend(std::iter::repeat_n(b'l', 20_000));
+        raw.extend(std::iter::repeat_n(b'e', 20_000));
+        raw.push(b'e');
+        // The depth of a tokio worker's stack and less: the guard must not need it.
+        let handle = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || ExtendedHandshake::parse(&raw)).unwrap();
+        assert!(matches!(handle.join().unwrap(), Err(WireError::BadExtended(e)) if e.contains("nested deeper")));
     }
 
     #[test]

@@ -59,9 +59,24 @@ fn port_in_use_and_unreachable_tracker() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot listen on") && err.contains("in use"), "{err}");
     drop(held);
-    let (code, err) = run(&["download", &t, "-o", &out, "--bind", &net.ip(2), "--port", "6881"]);
-    assert_eq!(code, 1);
-    assert!(err.lines().last().unwrap_or("").starts_with("error: no tracker answered"), "{err}");
+    // A tracker that does not answer stops nothing: the client keeps
+    // running (peers may dial it), says what failed, and retries.
+    let log = dir.path().join("unreachable.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["download", &t, "-o", &out, "--bind", &net.ip(2), "--port", "6881"]);
+    let mut proc = common::Proc::spawn("ccfd-bt download", &mut cmd, &log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !proc.log_text().contains("announce failed") {
+        assert!(proc.exited().is_none(), "exited: {}", proc.log_text());
+        assert!(std::time::Instant::now() < deadline, "no warning: {}", proc.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = proc.log_text();
+    assert!(text.contains("will retry") && text.contains(&net.addr(1, 1)), "names the tracker and the retry: {text}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(proc.exited().is_none(), "still running after the failed announce: {}", proc.log_text());
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait(std::time::Duration::from_secs(15)).code(), Some(130), "{}", proc.log_text());
 }
 
 #[test]

@@ -648,13 +648,6 @@ impl Session {
         }
     }
 
-    /// Whether any way to find peers besides trackers exists: `--peer`
-    /// addresses or live connections.
-    pub fn has_other_peer_sources(&self) -> bool {
-        let s = lock(&self.state);
-        !s.peers.is_empty() || s.candidates.values().any(|c| c.pinned)
-    }
-
     /// Stops the session with a fatal error the command line reports.
     pub fn abort(&self, error: String) {
         let mut s = lock(&self.state);

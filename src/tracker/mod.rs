@@ -173,7 +173,7 @@ impl TrackerTiers {
                         return Ok(resp);
                     }
                     Err(e) => {
-                        tracing::debug!(tracker = %tier[i], error = %e, "announce failed");
+                        tracing::warn!(tracker = %tier[i], error = %e, "tracker did not answer");
                         last = e;
                     }
                 }

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ccfd_bt::api::Peer;
-use ccfd_bt::metainfo::{self, CreateOptions};
 use ccfd_bt::world::World;
+use ccfd_proto::metainfo::{self, CreateOptions};
 
 struct Options {
     sizes: Vec<usize>,

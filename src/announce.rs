@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::session::Session;
-use crate::tracker::{AnnounceRequest, Event, TrackerTiers};
+use ccfd_tracker::{AnnounceRequest, Event, TrackerTiers};
 
 /// Peers we ask the tracker for.
 const NUMWANT: u32 = 80;

@@ -23,14 +23,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
-use crate::client::{lock, Client, ClientConfig, ClientError};
-use crate::metadata::{self, Magnet, MetadataError};
-use crate::metainfo::{self, CreateOptions, InfoHash, Metainfo, MetainfoError};
+use crate::client::{Client, ClientConfig, ClientError};
+use crate::metadata::{self, MetadataError};
 use crate::session::{Session, SessionConfig};
 use crate::storage::{OpenMode, StorageError};
+use ccfd_proto::magnet::Magnet;
+use ccfd_proto::metainfo::{self, CreateOptions, InfoHash, Metainfo, MetainfoError};
 
 /// Why a library call failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +188,7 @@ impl Peer {
             self.runtime.block_on(session.stop());
             return Err(ApiError::Incomplete(path.to_path_buf()));
         }
-        lock(&self.sessions).insert(meta.info_hash, session);
+        self.sessions.lock().insert(meta.info_hash, session);
         Ok(meta.info_hash)
     }
 
@@ -194,7 +197,7 @@ impl Peer {
     pub fn download(&self, id: &InfoHash) -> Result<Vec<u8>, ApiError> {
         self.check_open()?;
         let deadline = std::time::Instant::now() + self.options.download_timeout;
-        let existing = lock(&self.sessions).get(id).cloned();
+        let existing = self.sessions.lock().get(id).cloned();
         let session = match existing {
             Some(s) => s,
             None => {
@@ -208,7 +211,7 @@ impl Peer {
                     }
                 })?;
                 let session = self.start_session(Arc::new(meta), &self.data_dir, OpenMode::Create)?;
-                lock(&self.sessions).insert(*id, session.clone());
+                self.sessions.lock().insert(*id, session.clone());
                 session
             }
         };
@@ -225,7 +228,7 @@ impl Peer {
     /// `Cancelled`) and tells the tracker we left its swarm.
     pub fn cancel(&self, id: &InfoHash) -> Result<(), ApiError> {
         self.check_open()?;
-        let session = lock(&self.sessions).remove(id).ok_or(ApiError::Unknown(*id))?;
+        let session = self.sessions.lock().remove(id).ok_or(ApiError::Unknown(*id))?;
         self.runtime.block_on(session.stop());
         Ok(())
     }
@@ -235,13 +238,13 @@ impl Peer {
     /// with `Closed`.
     pub fn close(&self) {
         {
-            let mut closed = lock(&self.closed);
+            let mut closed = self.closed.lock();
             if *closed {
                 return;
             }
             *closed = true;
         }
-        let sessions: Vec<Arc<Session>> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
         self.runtime.block_on(async {
             futures::future::join_all(sessions.iter().map(|s| s.stop())).await;
         });
@@ -256,11 +259,11 @@ impl Peer {
 
     /// The state of torrent `id`: progress, byte counts, peers.
     pub fn stats(&self, id: &InfoHash) -> Option<crate::session::Snapshot> {
-        lock(&self.sessions).get(id).map(|s| s.snapshot())
+        self.sessions.lock().get(id).map(|s| s.snapshot())
     }
 
     fn check_open(&self) -> Result<(), ApiError> {
-        if *lock(&self.closed) {
+        if *self.closed.lock() {
             return Err(ApiError::Closed);
         }
         Ok(())
@@ -290,7 +293,7 @@ impl Peer {
                 Ok(())
             } else if let Some(error) = session.fatal_error() {
                 Err(ApiError::Failed(*id, error))
-            } else if *lock(&self.closed) {
+            } else if *self.closed.lock() {
                 Err(ApiError::Closed)
             } else {
                 Err(ApiError::Cancelled(*id))

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -13,11 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::metainfo::InfoHash;
 use crate::ratelimit::RateLimiter;
 use crate::session::Session;
-use crate::tracker::{TrackerClient, TrackerError, UdpTiming};
-use crate::wire::{Handshake, HANDSHAKE_LEN};
+use ccfd_proto::metainfo::InfoHash;
+use ccfd_proto::wire::{Handshake, HANDSHAKE_LEN};
+use ccfd_tracker::{TrackerClient, TrackerError, UdpTiming};
 
 /// Peer id prefix (Azureus style): client code CB, version 0.1.0.0.
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-CB0100-";
@@ -99,11 +101,11 @@ impl Drop for ConnectionSlot {
 
 impl ClientShared {
     pub(crate) fn add_session(&self, session: Arc<Session>) {
-        lock(&self.sessions).insert(session.meta.info_hash, session);
+        self.sessions.lock().insert(session.meta.info_hash, session);
     }
 
     pub(crate) fn remove_session(&self, info_hash: &InfoHash) {
-        lock(&self.sessions).remove(info_hash);
+        self.sessions.lock().remove(info_hash);
     }
 
     /// The upload cap in bytes per second, if any.
@@ -118,7 +120,7 @@ impl ClientShared {
     }
 
     fn session(&self, info_hash: &InfoHash) -> Option<Arc<Session>> {
-        lock(&self.sessions).get(info_hash).cloned()
+        self.sessions.lock().get(info_hash).cloned()
     }
 
     /// Opens a TCP connection from our bind address.
@@ -131,11 +133,6 @@ impl ClientShared {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running client.

@@ -2,17 +2,12 @@
 
 pub mod announce;
 pub mod api;
-pub mod bencode;
-pub mod bitfield;
 pub mod choker;
 pub mod client;
 pub mod coded;
-pub mod coding;
 pub mod delivery_rate;
-pub mod hash;
 pub mod http1;
 pub mod metadata;
-pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod ratelimit;
@@ -20,9 +15,7 @@ pub mod session;
 pub mod storage;
 pub mod streaming;
 pub mod superseed;
-pub mod tracker;
 pub mod vodserver;
 pub mod watch_server;
 pub mod webseed;
-pub mod wire;
 pub mod world;

@@ -7,7 +7,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -20,16 +22,16 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
-use crate::bitfield::Bitfield;
-use crate::client::lock;
 use crate::coded::link::CodedLink;
-use crate::coded::proto::{Control, Offer, CCFD_ID, GENERATION};
+use crate::coded::proto::{Control, Offer, GENERATION};
 use crate::coded::Arrival;
 use crate::delivery_rate::DeliveryRate;
-use crate::metadata::{answer_request, UtMetadata, UT_METADATA_ID};
 use crate::picker::PeerKey;
 use crate::session::{PeerCommand, Session};
-use crate::wire::{BlockRef, ExtendedHandshake, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN, MAX_BLOCK};
+use ccfd_proto::bitfield::Bitfield;
+use ccfd_proto::extended::{our_ids, ExtendedHandshake, Extension, TheirIds};
+use ccfd_proto::ut_metadata::{answer_request, UtMetadata};
+use ccfd_proto::wire::{BlockRef, Handshake, Message, MessageCodec, BLOCK_SIZE, HANDSHAKE_LEN, MAX_BLOCK};
 
 /// Requests we queue for a peer before dropping more; advertised as `reqq`.
 pub const OUR_REQQ: usize = 512;
@@ -74,7 +76,7 @@ async fn run_connection(session: Arc<Session>, stream: TcpStream, addr: SocketAd
             return;
         }
     };
-    tracing::debug!(%addr, client = %crate::wire::client_name(&theirs.peer_id), "peer connected");
+    tracing::debug!(%addr, client = %ccfd_proto::wire::client_name(&theirs.peer_id), "peer connected");
     let (read_half, write_half) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(1024);
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
@@ -101,7 +103,7 @@ async fn run_connection(session: Arc<Session>, stream: TcpStream, addr: SocketAd
         outstanding: HashSet::new(),
         queue_target: MIN_QUEUE * 2,
         peer_reqq: DEFAULT_PEER_REQQ,
-        peer_ut_metadata: None,
+        their_ids: TheirIds::default(),
         last_block: Instant::now(),
         last_recv: Instant::now(),
         last_keepalive: Instant::now(),
@@ -148,8 +150,8 @@ struct Connection {
     outstanding: HashSet<BlockRef>,
     queue_target: usize,
     peer_reqq: usize,
-    /// The id the peer wants `ut_metadata` messages on, if it speaks BEP 9.
-    peer_ut_metadata: Option<u8>,
+    /// The ids the peer wants each extension's messages on (BEP 10).
+    their_ids: TheirIds,
     last_block: Instant,
     last_recv: Instant,
     last_keepalive: Instant,
@@ -178,10 +180,8 @@ impl Connection {
             self.send(Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes()))).await?;
         }
         if extensions {
-            let mut m: std::collections::BTreeMap<String, i64> = [("ut_metadata".to_string(), i64::from(UT_METADATA_ID))].into();
-            if self.coded.is_some() {
-                m.insert("ccfd".into(), i64::from(CCFD_ID));
-            }
+            let offered = Extension::ALL.into_iter().filter(|&e| e != Extension::Ccfd || self.coded.is_some());
+            let m = our_ids(offered);
             let hs = ExtendedHandshake {
                 v: Some(concat!("ccfd-bt ", env!("CARGO_PKG_VERSION")).into()),
                 m,
@@ -294,7 +294,7 @@ impl Connection {
                 }
             }
             Message::Cancel(block) => {
-                lock(&self.upload.pending).remove(&block);
+                self.upload.pending.lock().remove(&block);
             }
             Message::Extended { id: 0, payload } => {
                 // A handshake we cannot read (malformed, nested too deep) ends the connection.
@@ -302,8 +302,8 @@ impl Connection {
                 if let Some(q) = hs.reqq.and_then(|q| usize::try_from(q).ok()).filter(|&q| q > 0) {
                     self.peer_reqq = q;
                 }
-                self.peer_ut_metadata = hs.m.get("ut_metadata").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
-                let msg_id = hs.m.get("ccfd").and_then(|&id| u8::try_from(id).ok()).filter(|&id| id != 0);
+                self.their_ids = TheirIds::from_handshake(&hs);
+                let msg_id = self.their_ids.get(Extension::Ccfd);
                 let offer = hs.ccfd.as_ref().and_then(Offer::from_value);
                 if let (Some(link), Some(id), Some(offer)) = (&mut self.coded, msg_id, offer) {
                     let polluter = self.session.client.coded_polluter;
@@ -311,15 +311,17 @@ impl Connection {
                     tracing::debug!(addr = %self.addr, active = link.is_active(), "coded extension offered");
                 }
             }
-            Message::Extended { id: CCFD_ID, payload } => {
+            Message::Extended { id, payload } if Extension::from_our_id(id) == Some(Extension::Ccfd) => {
                 if let Some(link) = self.coded.as_mut().filter(|l| l.is_active()) {
                     let control = Control::parse(&payload).context("ccfd message")?;
                     link.on_control(control, self.am_choking);
                 }
             }
-            Message::Extended { id: UT_METADATA_ID, payload } => {
+            Message::Extended { id, payload } if Extension::from_our_id(id) == Some(Extension::UtMetadata) => {
                 // Serve our info dictionary (BEP 9); ignore anything else on this id.
-                if let (Ok(UtMetadata::Request { piece }), Some(id)) = (UtMetadata::parse(&payload), self.peer_ut_metadata) {
+                if let (Ok(UtMetadata::Request { piece }), Some(id)) =
+                    (UtMetadata::parse(&payload), self.their_ids.get(Extension::UtMetadata))
+                {
                     let reply = answer_request(&self.session.meta.info_bytes, piece);
                     self.send(Message::Extended { id, payload: reply.to_bytes() }).await?;
                 }
@@ -352,7 +354,7 @@ impl Connection {
         if !valid {
             bail!("invalid request {block:?}");
         }
-        let mut pending = lock(&self.upload.pending);
+        let mut pending = self.upload.pending.lock();
         // A full queue means the peer exceeds the reqq we advertised: drop the request.
         if pending.insert(block) && self.uploads.try_send(block).is_err() {
             pending.remove(&block);
@@ -381,7 +383,7 @@ impl Connection {
                     tracing::debug!(addr = %self.addr, choke, "choking changed");
                     self.am_choking = choke;
                     if choke {
-                        lock(&self.upload.pending).clear();
+                        self.upload.pending.lock().clear();
                         if let Some(link) = &mut self.coded {
                             link.on_choke();
                         }
@@ -563,7 +565,7 @@ async fn upload_loop(
 ) {
     let mut cache: Option<(u32, Bytes)> = None;
     while let Some(block) = requests.recv().await {
-        if !lock(&shared.pending).remove(&block) {
+        if !shared.pending.lock().remove(&block) {
             continue; // cancelled, or the peer was choked since
         }
         let data = match &cache {

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::bitfield::Bitfield;
-use crate::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_proto::bitfield::Bitfield;
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
 
 /// Identifies a connection inside a session.
 pub type PeerKey = u64;

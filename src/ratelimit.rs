@@ -4,7 +4,7 @@
 //! async callers. Caps apply to loopback peers too: tests and the VoD world
 //! depend on that.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// A bucket of `rate` bytes per second holding at most `burst` bytes.
@@ -59,26 +59,22 @@ impl RateLimiter {
     }
 
     pub fn is_limited(&self) -> bool {
-        self.lock().is_some()
+        self.bucket.lock().is_some()
     }
 
     /// The cap in bytes per second, if any.
     pub fn rate(&self) -> Option<u64> {
-        self.lock().as_ref().map(|b| b.rate as u64)
+        self.bucket.lock().as_ref().map(|b| b.rate as u64)
     }
 
     /// Replaces the cap (0 or `None`: unlimited).
     pub fn set_rate(&self, rate: Option<u64>) {
-        *self.lock() = rate.filter(|&r| r > 0).map(|r| TokenBucket::new(r, Instant::now()));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TokenBucket>> {
-        self.bucket.lock().unwrap_or_else(|p| p.into_inner())
+        *self.bucket.lock() = rate.filter(|&r| r > 0).map(|r| TokenBucket::new(r, Instant::now()));
     }
 
     /// Waits until `n` bytes may pass.
     pub async fn acquire(&self, n: u64) {
-        let wait = match self.lock().as_mut() {
+        let wait = match self.bucket.lock().as_mut() {
             Some(b) => b.take(n, Instant::now()),
             None => return,
         };

@@ -10,9 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::bitfield::Bitfield;
-use crate::hash::sha1_batch;
-use crate::metainfo::{FileEntry, Metainfo};
+use ccfd_proto::bitfield::Bitfield;
+use ccfd_proto::hash::sha1_batch;
+use ccfd_proto::metainfo::{FileEntry, Metainfo};
 
 /// Why disk I/O for a torrent failed.
 #[derive(Debug, thiserror::Error)]
@@ -274,8 +274,8 @@ mod tests {
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a"), vec![7u8; 20_000]).unwrap();
         std::fs::write(src.join("b"), (0..30_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
-        let opts = crate::metainfo::CreateOptions { piece_length: 16384, trackers: vec![], web_seeds: vec![] };
-        let meta = Metainfo::from_bytes(&crate::metainfo::create(&src, &opts).unwrap()).unwrap();
+        let opts = ccfd_proto::metainfo::CreateOptions { piece_length: 16384, trackers: vec![], web_seeds: vec![] };
+        let meta = Metainfo::from_bytes(&ccfd_proto::metainfo::create(&src, &opts).unwrap()).unwrap();
         let seed = Storage::open(&meta, dir.path(), OpenMode::Existing).unwrap();
         assert!(seed.verify_all(&meta).is_full());
 

@@ -10,7 +10,9 @@
 //! verification as peer blocks.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,17 +20,16 @@ use ccfd_vod::plan::{fallback_time, PeerView, PieceView, Policy};
 use ccfd_vod::{Ledger, Playback, Report};
 use rand::Rng;
 
-use crate::bitfield::Bitfield;
-use crate::client::lock;
 use crate::picker::{PeerKey, PickPlan, Picker, PieceState, Progress};
 use crate::session::Session;
 use crate::webseed::WebSeed;
-use crate::wire::BlockRef;
+use ccfd_proto::bitfield::Bitfield;
+use ccfd_proto::wire::BlockRef;
 
 /// The picker key of the VoD server's requests.
 pub const SERVER_KEY: PeerKey = PeerKey::MAX;
 // The planner's block budgets are in the wire's request size.
-const _: () = assert!(ccfd_vod::plan::BLOCK == crate::wire::BLOCK_SIZE as u64);
+const _: () = assert!(ccfd_vod::plan::BLOCK == ccfd_proto::wire::BLOCK_SIZE as u64);
 
 /// How often the fallback check runs.
 const TICK: Duration = Duration::from_millis(50);
@@ -94,7 +95,7 @@ impl StreamPlan {
 
     /// The clock and deadlines now.
     pub fn schedule(&self) -> Arc<Schedule> {
-        lock(&self.schedule).clone()
+        self.schedule.lock().clone()
     }
 
     /// Restarts playback at byte `byte` at time `now` (a seek): every
@@ -104,13 +105,13 @@ impl StreamPlan {
         playback.seek(byte, now);
         let deadlines = piece_deadlines(&playback, self.piece_length);
         let schedule = Arc::new(Schedule { playback, deadlines });
-        *lock(&self.schedule) = schedule.clone();
+        *self.schedule.lock() = schedule.clone();
         schedule
     }
 
     /// When the server must be asked for `remaining` bytes of a piece due at `deadline`.
     fn cutoff(&self, deadline: f64, remaining: u64) -> f64 {
-        let server = *lock(&self.server);
+        let server = *self.server.lock();
         fallback_time(deadline, remaining, server.latency, server.rate, self.policy.margin)
     }
 }
@@ -134,7 +135,7 @@ pub fn pick(
     now: f64,
     rng: &mut impl Rng,
 ) -> Vec<BlockRef> {
-    let claimed = lock(&plan.claimed).clone();
+    let claimed = plan.claimed.lock().clone();
     let schedule = plan.schedule();
     match plan.mode {
         PickMode::Deadline => {}
@@ -207,7 +208,7 @@ pub async fn run(
         let have = session.have();
         let schedule = plan.schedule();
         {
-            let mut l = lock(&ledger);
+            let mut l = ledger.lock();
             let now_wasted = session.snapshot_wasted();
             l.duplicate(now_wasted - wasted);
             wasted = now_wasted;
@@ -219,7 +220,7 @@ pub async fn run(
             }
         }
         if have.is_full() {
-            return Ok(lock(&ledger).report(now));
+            return Ok(ledger.lock().report(now));
         }
         let Some(server) = &server else { continue };
         choked_since = session.choked_by_all().then(|| choked_since.unwrap_or(now));
@@ -232,7 +233,7 @@ pub async fn run(
             }
             let remaining = session.piece_progress(piece).remaining;
             let moment = plan.policy.server_moment(plan.cutoff(deadline, remaining), choked_for);
-            if remaining == 0 || lock(&plan.claimed).contains(&piece) || now < moment {
+            if remaining == 0 || plan.claimed.lock().contains(&piece) || now < moment {
                 continue;
             }
             attempts[piece as usize] += 1;
@@ -241,7 +242,7 @@ pub async fn run(
                 session.abort(error.clone());
                 return Err(error);
             }
-            lock(&plan.claimed).insert(piece);
+            plan.claimed.lock().insert(piece);
             let blocks = session.claim_for_server(piece);
             tracing::info!(piece, missing = remaining, due_in = deadline - now, "fetching from the VoD server");
             tokio::spawn(fetch_piece(session.clone(), plan.clone(), server.clone(), ledger.clone(), piece, blocks));
@@ -268,12 +269,12 @@ async fn fetch_piece(
         match server.fetch(&session.meta, start, len).await {
             Ok((data, latency)) => {
                 {
-                    let mut est = lock(&plan.server);
+                    let mut est = plan.server.lock();
                     let secs = began.elapsed().as_secs_f64().max(1e-3);
                     est.latency = 0.7 * est.latency + 0.3 * latency.as_secs_f64();
                     est.rate = 0.7 * est.rate + 0.3 * (len as f64 / secs).max(10_000.0);
                 }
-                lock(&ledger).server_fetched(piece, len);
+                ledger.lock().server_fetched(piece, len);
                 for b in run {
                     let at = (b.offset - first.offset) as usize;
                     let bytes: Bytes = data.slice(at..at + b.length as usize);
@@ -290,7 +291,7 @@ async fn fetch_piece(
     }
     // Whatever happened, the piece is the server's no longer: if it is still
     // missing (a failed fetch or a failed hash), the next tick claims it again.
-    lock(&plan.claimed).remove(&piece);
+    plan.claimed.lock().remove(&piece);
 }
 
 /// Splits blocks (sorted by offset) into runs without gaps.
@@ -344,13 +345,13 @@ impl StreamHandle {
     /// present keep their record.
     pub fn seek(&self, byte: u64) {
         let schedule = self.plan.seek(byte, self.now());
-        lock(&self.ledger).set_deadlines(schedule.deadlines.clone());
+        self.ledger.lock().set_deadlines(schedule.deadlines.clone());
         tracing::info!(byte, "seek: deadlines re-planned");
     }
 
     /// The ledger's figures now.
     pub fn report(&self) -> Report {
-        lock(&self.ledger).report(self.now())
+        self.ledger.lock().report(self.now())
     }
 }
 
@@ -371,7 +372,7 @@ impl Stream {
     /// Starts streaming a single-file torrent into `opts.output` on `client`.
     pub async fn start(
         client: &crate::client::Client,
-        meta: &crate::metainfo::Metainfo,
+        meta: &ccfd_proto::metainfo::Metainfo,
         opts: &StreamOptions,
         peers: Vec<std::net::SocketAddr>,
     ) -> anyhow::Result<Stream> {

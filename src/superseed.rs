@@ -7,7 +7,7 @@
 //! peers. A peer is shown the next piece once it announces it has one of
 //! its revealed pieces. Pure: the session keeps the state, this decides.
 
-use crate::bitfield::Bitfield;
+use ccfd_proto::bitfield::Bitfield;
 
 /// Pieces revealed to one peer at a time: enough to keep its request
 /// pipeline full across the round trip of `have` and the next reveal.

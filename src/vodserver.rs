@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::lock;
 use crate::http1::{content_type, encode_segment, parse_head, range_response, read_head};
 
 /// Bytes served, by client address.
@@ -51,7 +52,7 @@ impl VodServer {
 
     /// Bytes sent to `ip` so far.
     pub fn served_to(&self, ip: IpAddr) -> u64 {
-        lock(&self.served).get(&ip).copied().unwrap_or(0)
+        self.served.lock().get(&ip).copied().unwrap_or(0)
     }
 }
 
@@ -102,7 +103,7 @@ async fn respond(stream: &mut TcpStream, from: SocketAddr, root: &Path, served: 
         let want = left.min(chunk.len() as u64) as usize;
         file.read_exact(&mut chunk[..want]).await?;
         stream.write_all(&chunk[..want]).await?;
-        *lock(served).entry(from.ip()).or_default() += want as u64;
+        *served.lock().entry(from.ip()).or_default() += want as u64;
         left -= want as u64;
     }
     Ok(())

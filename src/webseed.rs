@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
-use crate::metainfo::Metainfo;
 use crate::storage::segments;
+use ccfd_proto::metainfo::Metainfo;
 
 /// Why a web seed request failed.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ccfd_bt::client::ClientConfig;
 use ccfd_bt::coded::UdpShim;
-use ccfd_bt::metainfo::Metainfo;
 use ccfd_bt::session::SessionConfig;
+use ccfd_proto::metainfo::Metainfo;
 use common::inproc::*;
 
 const LEN: usize = 1_500_000;

@@ -230,7 +230,7 @@ fn corrupt_peer_is_struck_and_banned_and_the_file_is_still_correct() {
     let _tracker = w.tracker();
     let _seed = w.ccfd_seed(2, &["--max-upload-rate", "1000"]);
     let liar = w.net.addr(4, 6881);
-    let meta = ccfd_bt::metainfo::Metainfo::from_file(&w.torrent).unwrap();
+    let meta = ccfd_proto::metainfo::Metainfo::from_file(&w.torrent).unwrap();
     let _liar = lying_seeder::spawn(&liar, meta.info_hash, meta.piece_count());
     let honest = w.net.addr(2, 6881);
     let (_, summary) = w.ccfd_leech(3, "ccfd-leech", &["--peer", &liar, "--peer", &honest]);
@@ -252,7 +252,7 @@ fn kill_9_mid_download_then_restart_fetches_only_what_is_missing() {
     let args = ["download", t.as_str(), "-o", o.as_str(), "--bind", ip.as_str(), "--port", "6881", "--json"];
     let (first, _) = ccfd_json(&w.dir, "leech-first", &args);
     // Wait until some pieces are on disk, then kill without warning.
-    let meta = ccfd_bt::metainfo::Metainfo::from_file(&w.torrent).unwrap();
+    let meta = ccfd_proto::metainfo::Metainfo::from_file(&w.torrent).unwrap();
     wait_until("some verified pieces on disk", TIMEOUT, || {
         let Ok(storage) = ccfd_bt::storage::Storage::open(&meta, &out, ccfd_bt::storage::OpenMode::Existing) else { return false };
         storage.verify_all(&meta).count() >= 3
@@ -271,8 +271,8 @@ mod lying_seeder {
     //! A BitTorrent seeder that lies: right handshake, full bitfield, and
     //! blocks of garbage. Built on our own wire codec.
     use bytes::Bytes;
-    use ccfd_bt::metainfo::InfoHash;
-    use ccfd_bt::wire::{Handshake, Message, MessageCodec, HANDSHAKE_LEN};
+    use ccfd_proto::metainfo::InfoHash;
+    use ccfd_proto::wire::{Handshake, Message, MessageCodec, HANDSHAKE_LEN};
     use futures::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -303,7 +303,7 @@ mod lying_seeder {
                         return;
                     }
                     let mut framed = tokio_util::codec::Framed::new(stream, MessageCodec);
-                    let bits = ccfd_bt::bitfield::Bitfield::full(pieces);
+                    let bits = ccfd_proto::bitfield::Bitfield::full(pieces);
                     let _ = framed.send(Message::Bitfield(Bytes::copy_from_slice(bits.as_bytes()))).await;
                     let _ = framed.send(Message::Unchoke).await;
                     while let Some(Ok(msg)) = framed.next().await {

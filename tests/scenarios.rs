@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ccfd_bt::api::{ApiError, Peer};
-use ccfd_bt::metainfo::InfoHash;
 use ccfd_bt::world::World;
+use ccfd_proto::metainfo::InfoHash;
 
 /// Speed-up over the course's rates.
 const SCALE: u64 = 4;

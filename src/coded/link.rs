@@ -27,11 +27,11 @@ use super::proto::{
 };
 use super::queue::{Feed, Queue};
 use super::{Arrival, CodedTransport};
-use crate::coding::packet::{Coefficients, Packet};
 use crate::picker::PeerKey;
 use crate::session::coded_generation_id;
 use crate::session::{CompletedPiece, Session};
-use crate::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_codec::packet::{Coefficients, Packet};
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
 
 /// Credits for `missing` packets over a path losing `loss` of them: about
 /// the expected losses on top, rounded down. Every credit beyond what a

@@ -16,7 +16,9 @@ mod queue;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -25,7 +27,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::lock;
 use proto::{datagram_header, DatagramHeader, MAX_DATAGRAM};
 
 /// Datagrams queued for one connection before more are dropped (a full
@@ -83,7 +84,7 @@ impl CodedTransport {
     /// receiver of its datagrams.
     pub fn register(&self, from: IpAddr) -> ([u8; 8], mpsc::Receiver<Arrival>) {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        let mut links = lock(&self.links);
+        let mut links = self.links.lock();
         let mut token: [u8; 8] = rand::rng().random();
         while links.contains_key(&token) {
             token = rand::rng().random();
@@ -93,7 +94,7 @@ impl CodedTransport {
     }
 
     pub fn unregister(&self, token: &[u8; 8]) {
-        lock(&self.links).remove(token);
+        self.links.lock().remove(token);
     }
 
     /// Microseconds on this transport's clock (wrapping), for send stamps.
@@ -122,7 +123,7 @@ async fn receive_loop(transport: Arc<CodedTransport>, shim: Option<UdpShim>, shu
             },
         };
         let Ok(header) = datagram_header(&buf[..n]) else { continue };
-        let tx = match lock(&transport.links).get(&header.token) {
+        let tx = match transport.links.lock().get(&header.token) {
             Some(inbound) if inbound.from == from.ip() => inbound.tx.clone(),
             _ => continue,
         };

@@ -6,12 +6,10 @@ use std::collections::HashMap;
 
 use serde_bencode::value::Value;
 
-use crate::coding::packet::{GenerationId, Packet, PacketError};
+use ccfd_codec::packet::{GenerationId, Packet, PacketError};
 
 /// Protocol version.
 pub const VERSION: i64 = 3;
-/// Extension message id we ask peers to use for `ccfd` messages.
-pub const CCFD_ID: u8 = 4;
 /// Symbol size and generation size: one generation is one 16 KiB block,
 /// in 14 symbols of 1171 bytes (the last padded by 10). These are the
 /// largest symbols for which a recoded datagram (header, short packet
@@ -235,7 +233,7 @@ pub fn datagram_packet(b: &[u8], geometry: impl FnOnce(u32, u16) -> Option<Gener
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coding::packet::Coefficients;
+    use ccfd_codec::packet::Coefficients;
     use rand::{Rng, SeedableRng};
 
     #[test]

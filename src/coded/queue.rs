@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::link::MAX_CREDITS;
 use super::proto::GENERATION;
-use crate::wire::BlockRef;
+use ccfd_proto::wire::BlockRef;
 
 /// Credits and progress of one block the peer wants from us.
 pub(super) struct Feed {
@@ -98,7 +98,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::BLOCK_SIZE;
+    use ccfd_proto::wire::BLOCK_SIZE;
 
     #[test]
     fn a_window_of_one_sends_block_by_block_a_wider_one_interleaves() {

@@ -11,13 +11,12 @@ use bytes::Bytes;
 use rand::Rng;
 
 use super::{CompletedPiece, PeerCommand, Session, SwarmState};
-use crate::client::lock;
 use crate::coded::proto::{GENERATION, SYMBOL_SIZE};
-use crate::coding::kernels::mul_add;
-use crate::coding::packet::{Coefficients, Packet};
-use crate::coding::{Decoder, Generation};
 use crate::picker::PeerKey;
-use crate::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_codec::kernels::mul_add;
+use ccfd_codec::packet::{Coefficients, Packet};
+use ccfd_codec::{Decoder, Generation};
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
 
 /// Verified pieces kept split for senders.
 const SOURCE_CACHE: usize = 32;
@@ -71,7 +70,7 @@ impl Session {
     /// accepted. False if one was open already: another peer may be
     /// sending the block too.
     pub fn coded_open(&self, block: BlockRef) -> bool {
-        let mut coded = lock(&self.coded);
+        let mut coded = self.coded.lock();
         let std::collections::hash_map::Entry::Vacant(slot) = coded.assemblies.entry(block) else { return false };
         if let Ok(decoder) = Decoder::new(GENERATION, SYMBOL_SIZE, block.length as usize) {
             slot.insert(Assembly { decoder, log: Vec::new() });
@@ -81,7 +80,7 @@ impl Session {
 
     /// Drops the decoder of `block` (the block arrived another way, or we gave up).
     pub fn coded_close(&self, block: BlockRef) {
-        lock(&self.coded).assemblies.remove(&block);
+        self.coded.lock().assemblies.remove(&block);
     }
 
     /// Our rank for `block`: K once the piece is verified, the decoder's rank
@@ -90,29 +89,29 @@ impl Session {
         if self.has_piece(block.piece) {
             return Some(GENERATION as u16);
         }
-        lock(&self.coded).assemblies.get(&block).map(|a| a.decoder.rank() as u16)
+        self.coded.lock().assemblies.get(&block).map(|a| a.decoder.rank() as u16)
     }
 
     /// Datagrams from `ip` never arrived (NAT, firewall, TCP-only proxy).
     pub fn coded_unreachable(&self, ip: IpAddr) {
-        lock(&self.coded).unreachable.insert(ip);
+        self.coded.lock().unreachable.insert(ip);
     }
 
     /// Whether we still ask `ip` for coded packets.
     pub fn coded_reachable(&self, ip: IpAddr) -> bool {
-        !lock(&self.coded).unreachable.contains(&ip)
+        !self.coded.lock().unreachable.contains(&ip)
     }
 
     /// Whether `piece` may travel coded (no coded attempt of it failed).
     pub fn coded_allowed(&self, piece: u32) -> bool {
-        !lock(&self.coded).plain_only.contains(&piece)
+        !self.coded.lock().plain_only.contains(&piece)
     }
 
     /// Takes one packet for `block` from peer `key` at `ip`. `None`: no
     /// decoder is open for it (unsolicited) or the packet does not fit.
     pub fn coded_receive(&self, key: PeerKey, ip: IpAddr, block: BlockRef, packet: &Packet) -> Option<CodedReceipt> {
         let (innovative, rank, done) = {
-            let mut c = lock(&self.coded);
+            let mut c = self.coded.lock();
             let a = c.assemblies.get_mut(&block)?;
             let coeffs = packet.coefficients.expand(GENERATION);
             let innovative = a.decoder.receive(&coeffs, &packet.payload).ok()?;
@@ -136,7 +135,7 @@ impl Session {
     /// A fresh recoding of what we hold of `block`, for a neighbour at rank
     /// `their_rank`; `None` unless we are still receiving it at a higher rank.
     pub fn coded_recode(&self, block: BlockRef, their_rank: u16, rng: &mut impl Rng) -> Option<Packet> {
-        let c = lock(&self.coded);
+        let c = self.coded.lock();
         let a = c.assemblies.get(&block)?;
         if a.decoder.rank() <= usize::from(their_rank) {
             return None;
@@ -147,7 +146,7 @@ impl Session {
 
     /// The split of verified piece `piece` for senders (read once, cached).
     pub async fn coded_source(&self, piece: u32) -> Option<Arc<Vec<Generation>>> {
-        if let Some((_, g)) = lock(&self.coded).sources.iter().find(|(p, _)| *p == piece) {
+        if let Some((_, g)) = self.coded.lock().sources.iter().find(|(p, _)| *p == piece) {
             return Some(g.clone());
         }
         if !self.has_piece(piece) {
@@ -159,7 +158,7 @@ impl Session {
         let blocks: Vec<Generation> =
             data.chunks(BLOCK_SIZE as usize).filter_map(|b| Generation::split(b, GENERATION, SYMBOL_SIZE).ok()?.pop()).collect();
         let split = Arc::new(blocks);
-        let mut c = lock(&self.coded);
+        let mut c = self.coded.lock();
         if c.sources.len() >= SOURCE_CACHE {
             c.sources.pop_front();
         }
@@ -171,7 +170,7 @@ impl Session {
     /// neighbour holding more of it may recode for us, and a feeder stops
     /// once we are done.
     pub fn coded_announce(&self, block: BlockRef, rank: u16) {
-        for p in lock(&self.state).peers.values() {
+        for p in self.state.lock().peers.values() {
             let _ = p.tx.send(PeerCommand::CodedRank(block, rank));
         }
     }
@@ -179,7 +178,7 @@ impl Session {
     /// A piece that held coded blocks failed its hash: keep the evidence and
     /// fetch the piece over the plain wire from now on.
     pub(super) fn coded_piece_failed(&self, piece: u32, evidence: Vec<Evidence>) {
-        let mut c = lock(&self.coded);
+        let mut c = self.coded.lock();
         c.plain_only.insert(piece);
         if c.evidence.len() < MAX_EVIDENCE_PIECES || c.evidence.contains_key(&piece) {
             let kept = c.evidence.entry(piece).or_default();
@@ -194,7 +193,7 @@ impl Session {
     /// recoder may have been fooled itself).
     pub(super) fn coded_piece_verified(&self, s: &mut SwarmState, piece: u32, data: &[u8]) {
         let evidence = {
-            let mut c = lock(&self.coded);
+            let mut c = self.coded.lock();
             c.plain_only.remove(&piece);
             c.assemblies.retain(|b, _| b.piece != piece);
             c.evidence.remove(&piece)
@@ -229,8 +228,8 @@ fn consistent(block: &[u8], coeffs: &[u8], payload: &[u8]) -> bool {
 }
 
 /// The codec's id of the generation that is `block`.
-pub fn generation_id(block: BlockRef) -> crate::coding::packet::GenerationId {
-    crate::coding::packet::GenerationId {
+pub fn generation_id(block: BlockRef) -> ccfd_codec::packet::GenerationId {
+    ccfd_codec::packet::GenerationId {
         piece: block.piece,
         generation: (block.offset / BLOCK_SIZE) as u16,
         k: GENERATION as u16,
@@ -247,7 +246,7 @@ mod tests {
     fn packets_are_checked_against_the_true_block() {
         let block: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 7 % 251) as u8).collect();
         let g = Generation::split(&block, GENERATION, SYMBOL_SIZE).unwrap().pop().unwrap();
-        let coeffs = crate::coding::coefficients::from_seed(9, GENERATION);
+        let coeffs = ccfd_codec::coefficients::from_seed(9, GENERATION);
         let mut good = vec![0u8; SYMBOL_SIZE];
         g.combine_into(&coeffs, &mut good);
         assert!(consistent(&block, &coeffs, &good));

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Session;
-use crate::client::lock;
 
 /// When to try an address again.
 pub(super) struct Candidate {
@@ -56,7 +55,7 @@ impl Session {
     /// sets the address's backoff, a success runs the connection.
     pub(super) async fn dial(self: Arc<Self>, addr: SocketAddr) {
         let Some(_slot) = self.client.connection_slot() else {
-            lock(&self.state).connecting.remove(&addr);
+            self.state.lock().connecting.remove(&addr);
             return;
         };
         let outcome = tokio::time::timeout(self.config.connect_timeout, crate::peer::connect(&self, addr)).await;
@@ -69,7 +68,7 @@ impl Session {
             Err(_) => None,
         };
         {
-            let mut s = lock(&self.state);
+            let mut s = self.state.lock();
             s.connecting.remove(&addr);
             if stream.is_none() {
                 if let Some(c) = s.candidates.get_mut(&addr) {

@@ -22,7 +22,9 @@ use dialer::Candidate;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,16 +33,16 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::bitfield::Bitfield;
 use crate::choker::{ChokeInput, Choker, ChokerConfig};
-use crate::client::{lock, ClientShared};
-use crate::metainfo::Metainfo;
+use crate::client::ClientShared;
 use crate::picker::{BlockOutcome, PeerKey, Picker, Progress};
 use crate::storage::{OpenMode, Storage, StorageError};
 use crate::streaming::{self, StreamPlan, SERVER_KEY};
 use crate::superseed::SuperSeed;
-use crate::tracker::TrackerTiers;
-use crate::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_proto::bitfield::Bitfield;
+use ccfd_proto::metainfo::Metainfo;
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_tracker::TrackerTiers;
 use ccfd_vod::plan::PeerView;
 
 /// Tunables of one session; tests shorten the timeouts.
@@ -282,7 +284,7 @@ impl Session {
         session.add_candidates(peers, true);
         client.add_session(session.clone());
         let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rng);
-        *lock(&session.announcer) = Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
+        *session.announcer.lock() = Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
         tokio::spawn(session.clone().maintain());
         tokio::spawn(session.clone().verifier(verify_rx));
         Ok(session)
@@ -293,7 +295,7 @@ impl Session {
     pub async fn stop(&self) {
         self.shutdown.cancel();
         self.client.remove_session(&self.meta.info_hash);
-        let announcer = lock(&self.announcer).take();
+        let announcer = self.announcer.lock().take();
         if let Some(handle) = announcer {
             let _ = tokio::time::timeout(Duration::from_secs(6), handle).await;
         }
@@ -319,26 +321,26 @@ impl Session {
 
     /// A fatal error (disk full, files removed) that stopped the session.
     pub fn fatal_error(&self) -> Option<String> {
-        lock(&self.fatal).clone()
+        self.fatal.lock().clone()
     }
 
     pub fn peer_count(&self) -> usize {
-        lock(&self.state).peers.len()
+        self.state.lock().peers.len()
     }
 
     /// Our verified pieces, for the bitfield message.
     pub fn have(&self) -> Bitfield {
-        lock(&self.state).picker.have().clone()
+        self.state.lock().picker.have().clone()
     }
 
     /// Whether piece `piece` is verified (we may serve it).
     pub fn has_piece(&self, piece: u32) -> bool {
-        lock(&self.state).picker.have().get(piece)
+        self.state.lock().picker.have().get(piece)
     }
 
     /// Adds addresses to try; `pinned` ones are retried for the session's life.
     pub fn add_candidates(&self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         let now = Instant::now();
         let mut fresh = false;
         for addr in addrs {
@@ -358,7 +360,7 @@ impl Session {
 
     /// Admits a handshaken connection.
     pub fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20]) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         if peer_id == self.client.peer_id {
             return Err(Rejected::SelfConnection);
         }
@@ -405,7 +407,7 @@ impl Session {
 
     /// A connection ended: its pieces and requests leave the plan.
     pub fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         if let Some(p) = s.peers.remove(&key) {
             if let Some(c) = s.candidates.get_mut(&p.addr) {
                 c.failed(Instant::now());
@@ -420,7 +422,7 @@ impl Session {
 
     /// The peer's bitfield arrived, replacing what it had announced before.
     pub fn peer_bitfield(&self, key: PeerKey, old: &Bitfield, has: &Bitfield) -> bool {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.picker.remove_peer_pieces(old);
         s.picker.add_peer_pieces(has);
         if let Some(p) = s.peers.get_mut(&key) {
@@ -431,7 +433,7 @@ impl Session {
 
     /// The peer announced a piece; returns whether we want it.
     pub fn peer_have(&self, key: PeerKey, piece: u32, has: &Bitfield) -> bool {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.picker.add_peer_piece(piece);
         if let Some(p) = s.peers.get_mut(&key) {
             p.is_seed = has.is_full();
@@ -446,7 +448,7 @@ impl Session {
 
     /// Super-seeding: the next pieces to show this peer with `have`.
     pub fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         let SwarmState { superseed, peers, picker, .. } = &mut *s;
         let Some(p) = peers.get_mut(&key) else { return Vec::new() };
         if p.unchoked {
@@ -462,12 +464,12 @@ impl Session {
 
     /// Whether the peer still has anything we lack.
     pub fn wants_from(&self, has: &Bitfield) -> bool {
-        lock(&self.state).picker.wants_any(has)
+        self.state.lock().picker.wants_any(has)
     }
 
     /// The peer's interest in us changed; unchoke it at once if a slot is free.
     pub fn peer_interest(&self, key: PeerKey, interested: bool) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         if let Some(p) = s.peers.get_mut(&key) {
             p.interested = interested;
         }
@@ -476,36 +478,36 @@ impl Session {
 
     /// The peer stopped (or resumed) sending what we request.
     pub fn peer_snubbed(&self, key: PeerKey, snubbed: bool) {
-        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+        if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.snubbed = snubbed;
         }
     }
 
     /// Both sides agreed on coded cooperation.
     pub fn peer_coded(&self, key: PeerKey) {
-        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+        if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.coded = true;
         }
     }
 
     /// The peer choked or unchoked us.
     pub fn peer_choking(&self, key: PeerKey, choking: bool) {
-        if let Some(p) = lock(&self.state).peers.get_mut(&key) {
+        if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.chokes_us = choking;
         }
     }
 
     /// Whether peers are connected and every one of them chokes us.
     pub fn choked_by_all(&self) -> bool {
-        let s = lock(&self.state);
+        let s = self.state.lock();
         !s.peers.is_empty() && s.peers.values().all(|p| p.chokes_us)
     }
 
     /// Picks blocks to request from a peer that owes us `queued` bytes and
     /// delivers at `rate` (`None`: not known yet); by deadline while streaming.
     pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64, rate: Option<f64>) -> Vec<BlockRef> {
-        let plan = lock(&self.stream).clone();
-        let mut s = lock(&self.state);
+        let plan = self.stream.lock().clone();
+        let mut s = self.state.lock();
         // Unknown is zero to the planner, which then assumes its prior.
         let rate = rate.unwrap_or(0.0);
         let SwarmState { picker, rng, .. } = &mut *s;
@@ -520,24 +522,24 @@ impl Session {
 
     /// Streams from now on: the picker follows `plan`'s deadlines.
     pub fn set_stream_plan(&self, plan: Arc<StreamPlan>) {
-        *lock(&self.stream) = Some(plan);
+        *self.stream.lock() = Some(plan);
     }
 
     /// Bytes of `piece` still missing, and of those not requested.
     pub fn piece_progress(&self, piece: u32) -> Progress {
-        lock(&self.state).picker.progress(piece)
+        self.state.lock().picker.progress(piece)
     }
 
     /// Bytes still missing of every piece (0 once verified), in one look.
     pub fn pieces_remaining(&self) -> Vec<u64> {
-        let s = lock(&self.state);
+        let s = self.state.lock();
         (0..self.meta.piece_count()).map(|i| s.picker.progress(i).remaining).collect()
     }
 
     /// Hands the missing blocks of `piece` to the VoD server, cancelling
     /// peers' requests for them.
     pub fn claim_for_server(&self, piece: u32) -> Vec<BlockRef> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         let claimed = s.picker.claim_for_server(piece, SERVER_KEY);
         for (block, peers) in &claimed {
             for key in peers {
@@ -551,13 +553,13 @@ impl Session {
 
     /// A block arrived from the VoD server.
     pub fn on_server_block(&self, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         self.accept_block(&mut s, SERVER_KEY, None, block, data, Vec::new())
     }
 
     /// Returns requests of a peer to the pool (choked, snubbed, timed out).
     pub fn release(&self, key: PeerKey, blocks: impl IntoIterator<Item = BlockRef>) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         for b in blocks {
             s.picker.release(key, b);
         }
@@ -572,7 +574,7 @@ impl Session {
     /// A block from a connected peer, plain or (with its `evidence`) decoded
     /// from coded packets: credits the peer and stores the block.
     fn on_peer_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         let peer = s.peers.get_mut(&key)?;
         peer.down_tick += u64::from(block.length);
         peer.snubbed = false;
@@ -641,7 +643,7 @@ impl Session {
 
     /// Counts bytes we uploaded to a peer.
     pub fn on_upload(&self, key: PeerKey, bytes: u64) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.uploaded += bytes;
         if let Some(p) = s.peers.get_mut(&key) {
             p.up_tick += bytes;
@@ -650,13 +652,13 @@ impl Session {
 
     /// Stops the session with a fatal error the command line reports.
     pub fn abort(&self, error: String) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         self.fail(&mut s, error);
     }
 
     fn fail(&self, s: &mut SwarmState, error: String) {
         tracing::error!(%error, "session stopped");
-        *lock(&self.fatal) = Some(error);
+        *self.fatal.lock() = Some(error);
         for p in s.peers.values() {
             let _ = p.tx.send(PeerCommand::Close);
         }
@@ -730,7 +732,7 @@ impl Session {
             };
             let now = Instant::now();
             let dial = {
-                let mut s = lock(&self.state);
+                let mut s = self.state.lock();
                 let complete = s.picker.is_complete();
                 if ticked {
                     self.update_rates(&mut s, now.duration_since(last).max(Duration::from_millis(1)));
@@ -756,7 +758,7 @@ impl Session {
                 tokio::spawn(self.clone().dial(addr));
             }
         }
-        let s = lock(&self.state);
+        let s = self.state.lock();
         for p in s.peers.values() {
             let _ = p.tx.send(PeerCommand::Close);
         }

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::Session;
-use crate::bitfield::Bitfield;
-use crate::client::lock;
+use ccfd_proto::bitfield::Bitfield;
 
 /// Byte counters for trackers and reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,7 +65,7 @@ pub struct PeerSnapshot {
 
 impl Session {
     pub fn totals(&self) -> Totals {
-        let s = lock(&self.state);
+        let s = self.state.lock();
         Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - self.verified_bytes(s.picker.have()) }
     }
 
@@ -75,7 +74,7 @@ impl Session {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let s = lock(&self.state);
+        let s = self.state.lock();
         let have = s.picker.have();
         Snapshot {
             pieces_total: have.len(),
@@ -98,7 +97,7 @@ impl Session {
                     .iter()
                     .map(|(&key, p)| PeerSnapshot {
                         addr: p.addr,
-                        client: crate::wire::client_name(&p.peer_id),
+                        client: ccfd_proto::wire::client_name(&p.peer_id),
                         down_rate: p.down_rate,
                         up_rate: p.up_rate,
                         unchoked: p.unchoked,
@@ -120,6 +119,6 @@ impl Session {
 
     /// Bytes that arrived twice or unasked (endgame and duplicate requests).
     pub fn snapshot_wasted(&self) -> u64 {
-        lock(&self.state).wasted
+        self.state.lock().wasted
     }
 }

@@ -10,10 +10,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::{PeerCommand, PieceBuffer, Session, SuspectBlock, SwarmState, MAX_SUSPECTS_PER_PIECE, POOL_LIMIT, VERIFY_BATCH, VERIFY_LINGER};
-use crate::client::lock;
-use crate::hash::{sha1, sha1_batch};
 use crate::storage::{Storage, StorageError};
-use crate::wire::BLOCK_SIZE;
+use ccfd_proto::hash::{sha1, sha1_batch};
+use ccfd_proto::wire::BLOCK_SIZE;
 
 /// One completed piece on its way through verification.
 struct VerifyJob {
@@ -68,7 +67,7 @@ impl Session {
                 }
             }
             let jobs: Vec<VerifyJob> = {
-                let mut s = lock(&self.state);
+                let mut s = self.state.lock();
                 batch
                     .into_iter()
                     .map(|(piece, buf, permit)| VerifyJob {
@@ -84,7 +83,7 @@ impl Session {
             };
             let storage = self.storage.clone();
             let done = tokio::task::spawn_blocking(move || verify_jobs(&storage, jobs)).await;
-            let mut s = lock(&self.state);
+            let mut s = self.state.lock();
             match done {
                 Ok(Ok(jobs)) => {
                     for job in jobs {

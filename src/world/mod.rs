@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Peer, PeerOptions};
 use crate::ratelimit::RateLimiter;
-use crate::tracker::registry::Limits;
+use ccfd_tracker::registry::Limits;
 
 /// Deterministic pseudo-random bytes (xorshift64): stand-in movies and
 /// payloads that reproduce from their seed.
@@ -59,7 +59,7 @@ impl World {
         let ip = IpAddr::V4(Ipv4Addr::new(127, a, b, 1));
         // A short interval: peers that left without a word vanish from replies quickly.
         let limits = Limits { interval: Duration::from_secs(10), ..Limits::default() };
-        let start = crate::tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone());
+        let start = ccfd_tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone());
         // Blocks on another thread, so a world can be made from async code too.
         let addrs = std::thread::scope(|s| s.spawn(|| runtime.block_on(start)).join())
             .map_err(|_| std::io::Error::other("tracker start panicked"))??;

@@ -15,11 +15,11 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientConfig};
-use crate::metainfo::{self, CreateOptions, Metainfo};
 use crate::session::{Session, SessionConfig};
 use crate::storage::OpenMode;
-use crate::tracker::registry::Limits;
 use crate::vodserver::VodServer;
+use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
+use ccfd_tracker::registry::Limits;
 
 /// Shape of a VoD world.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ impl VodWorld {
         let shutdown = CancellationToken::new();
         let ip = IpAddr::V4(Ipv4Addr::new(127, config.net[0], config.net[1], 1));
         let limits = Limits { interval: Duration::from_secs(30), ..Limits::default() };
-        let tracker = crate::tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone()).await?;
+        let tracker = ccfd_tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone()).await?;
         let announce = tracker.announce_url().unwrap_or_default();
         let movie_dir = movie.parent().unwrap_or(Path::new(".")).to_path_buf();
         let name =

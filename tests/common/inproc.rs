@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
 use ccfd_bt::session::{Session, SessionConfig};
 use ccfd_bt::storage::OpenMode;
+use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
 
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     ccfd_bt::world::pseudo_random_bytes(len, seed)

@@ -153,7 +153,7 @@ pub fn create_torrent(content: &Path, torrent: &Path, trackers: &[String], piece
     }
     let out = cmd.output().expect("run ccfd-bt create");
     assert!(out.status.success(), "create failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta = ccfd_bt::metainfo::Metainfo::from_file(torrent).expect("read torrent back");
+    let meta = ccfd_proto::metainfo::Metainfo::from_file(torrent).expect("read torrent back");
     meta.info_hash.to_hex()
 }
 
@@ -340,7 +340,7 @@ impl Transmission {
 /// Seeders a tracker reports for `hash_hex`, by HTTP scrape (0 on any error).
 pub fn scrape_seeders(tracker: &str, hash_hex: &str) -> u32 {
     use std::io::Write;
-    let hash = ccfd_bt::metainfo::InfoHash::from_hex(hash_hex).expect("hex");
+    let hash = ccfd_proto::metainfo::InfoHash::from_hex(hash_hex).expect("hex");
     let escaped: String = hash.0.iter().map(|b| format!("%{b:02X}")).collect();
     let Ok(mut s) = TcpStream::connect(tracker) else { return 0 };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -348,7 +348,7 @@ pub fn scrape_seeders(tracker: &str, hash_hex: &str) -> u32 {
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
     let Some(body_at) = reply.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
-    ccfd_bt::tracker::http::parse_scrape(&reply[body_at + 4..], hash).map_or(0, |st| st.seeders)
+    ccfd_tracker::http::parse_scrape(&reply[body_at + 4..], hash).map_or(0, |st| st.seeders)
 }
 
 /// Waits until `f` holds, polling; panics with `what` on timeout.

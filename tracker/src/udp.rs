@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::net::{lookup_host, UdpSocket};
 
 use super::{compact_peers_v4, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError, UdpTiming};
-use crate::metainfo::InfoHash;
+use ccfd_proto::metainfo::InfoHash;
 
 pub(crate) const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 pub(crate) const CONNECT: u32 = 0;

@@ -6,7 +6,9 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::percent_decode;
@@ -17,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::registry::{Announce, AnnounceReply, Registry};
 use super::udp::{ANNOUNCE, CONNECT, ERROR, PROTOCOL_ID, SCRAPE};
 use super::{Event, ScrapeStats};
-use crate::client::lock;
-use crate::metainfo::InfoHash;
+use ccfd_proto::metainfo::InfoHash;
 
 /// Largest HTTP request head we read.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -157,13 +158,13 @@ pub fn http_reply(head: &[u8], from: SocketAddr, registry: &Mutex<Registry>, now
                 event,
                 numwant: number("numwant").map(|n| n.min(u64::from(u32::MAX)) as u32),
             };
-            match lock(registry).announce(&announce, now) {
+            match registry.lock().announce(&announce, now) {
                 Ok(reply) => announce_body(&reply, get("compact") != Some(b"0")),
                 Err(e) => failure(&e.to_string()),
             }
         }
         b"/scrape" => {
-            let reg = lock(registry);
+            let reg = registry.lock();
             let mut out = b"d5:filesd".to_vec();
             let mut hashes: Vec<[u8; 20]> =
                 params.iter().filter(|(k, _)| k == b"info_hash").filter_map(|(_, v)| <[u8; 20]>::try_from(v.as_slice()).ok()).collect();
@@ -319,7 +320,7 @@ fn udp_reply(req: &[u8], from: SocketAddr, ids: &ConnectionIds, registry: &Mutex
             let port = u16::from_be_bytes(field(96, 2).try_into().ok()?);
             let announce =
                 Announce { info_hash, peer_id, addr: SocketAddr::new(from.ip(), port), left, event, numwant: u32::try_from(numwant).ok() };
-            let reply = match lock(registry).announce(&announce, now) {
+            let reply = match registry.lock().announce(&announce, now) {
                 Ok(r) => r,
                 Err(e) => return error(&e.to_string()),
             };
@@ -339,7 +340,7 @@ fn udp_reply(req: &[u8], from: SocketAddr, ids: &ConnectionIds, registry: &Mutex
         SCRAPE => {
             out.extend_from_slice(&SCRAPE.to_be_bytes());
             out.extend_from_slice(tx);
-            let reg = lock(registry);
+            let reg = registry.lock();
             for h in req[16..].chunks_exact(20).take(MAX_SCRAPE) {
                 let ScrapeStats { seeders, completed, leechers } = reg.scrape(&InfoHash(h.try_into().ok()?));
                 for v in [seeders, completed, leechers] {
@@ -358,7 +359,7 @@ pub async fn expire_loop(registry: SharedRegistry, every: Duration, shutdown: Ca
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => lock(&registry).expire(Instant::now()),
+            _ = tick.tick() => registry.lock().expire(Instant::now()),
         }
     }
 }
@@ -366,8 +367,8 @@ pub async fn expire_loop(registry: SharedRegistry, every: Duration, shutdown: Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::http::{parse_announce, parse_scrape};
-    use crate::tracker::registry::Limits;
+    use crate::http::{parse_announce, parse_scrape};
+    use crate::registry::Limits;
     use proptest::prelude::*;
 
     fn get(info_hash: [u8; 20], peer: u8, extra: &str) -> Vec<u8> {
@@ -392,7 +393,7 @@ mod tests {
             http_reply(b"GET /scrape?info_hash=%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07%07 HTTP/1.1\r\n\r\n", a, &reg, t);
         assert_eq!(parse_scrape(&scrape, InfoHash([7; 20])).unwrap().leechers, 2);
         for bad in [&b"POST / HTTP/1.1\r\n\r\n"[..], b"GET /announce?info_hash=short HTTP/1.1\r\n\r\n", b"GET /x HTTP/1.1\r\n\r\n"] {
-            assert!(matches!(parse_announce(&http_reply(bad, a, &reg, t)), Err(crate::tracker::TrackerError::Failure(_))));
+            assert!(matches!(parse_announce(&http_reply(bad, a, &reg, t)), Err(crate::TrackerError::Failure(_))));
         }
     }
 
@@ -402,9 +403,9 @@ mod tests {
         let ids = ConnectionIds { secret: 42 };
         let from: SocketAddr = "127.0.0.9:5000".parse().unwrap();
         let t = Instant::now();
-        let reply = udp_reply(&crate::tracker::udp::connect_request(7), from, &ids, &reg, t).unwrap();
-        let conn = crate::tracker::udp::parse_connect(&reply, 7).unwrap();
-        let req = crate::tracker::AnnounceRequest {
+        let reply = udp_reply(&crate::udp::connect_request(7), from, &ids, &reg, t).unwrap();
+        let conn = crate::udp::parse_connect(&reply, 7).unwrap();
+        let req = crate::AnnounceRequest {
             info_hash: InfoHash([3; 20]),
             peer_id: [4; 20],
             port: 6881,
@@ -416,12 +417,12 @@ mod tests {
             key: 1,
             tracker_id: None,
         };
-        let reply = udp_reply(&crate::tracker::udp::announce_request(conn, 8, &req), from, &ids, &reg, t).unwrap();
-        assert_eq!(crate::tracker::udp::parse_announce(&reply, 8).unwrap().seeders, Some(1));
-        let forged = udp_reply(&crate::tracker::udp::announce_request(conn ^ 1, 9, &req), from, &ids, &reg, t).unwrap();
-        assert!(crate::tracker::udp::parse_announce(&forged, 9).is_err());
+        let reply = udp_reply(&crate::udp::announce_request(conn, 8, &req), from, &ids, &reg, t).unwrap();
+        assert_eq!(crate::udp::parse_announce(&reply, 8).unwrap().seeders, Some(1));
+        let forged = udp_reply(&crate::udp::announce_request(conn ^ 1, 9, &req), from, &ids, &reg, t).unwrap();
+        assert!(crate::udp::parse_announce(&forged, 9).is_err());
         let other: SocketAddr = "127.0.0.10:5000".parse().unwrap();
-        assert!(udp_reply(&crate::tracker::udp::announce_request(conn, 9, &req), other, &ids, &reg, t).is_some_and(|r| r[3] == 3));
+        assert!(udp_reply(&crate::udp::announce_request(conn, 9, &req), other, &ids, &reg, t).is_some_and(|r| r[3] == 3));
     }
 
     proptest! {

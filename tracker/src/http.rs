@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_bencode::value::Value;
 
 use super::{compact_peers_v4, compact_peers_v6, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError};
-use crate::metainfo::InfoHash;
+use ccfd_proto::metainfo::InfoHash;
 
 /// Largest tracker reply we read: 50k peers in compact form is 300 kB.
 const MAX_REPLY: usize = 2 << 20;
@@ -86,7 +86,7 @@ fn seconds(v: Option<i64>) -> Option<Duration> {
 
 /// Parses an HTTP tracker's announce reply (compact or dictionary peers).
 pub fn parse_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let raw: RawAnnounce = crate::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let raw: RawAnnounce = ccfd_proto::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     if let Some(reason) = text(raw.failure) {
         return Err(TrackerError::Failure(reason));
     }
@@ -163,7 +163,7 @@ pub fn scrape_url(announce: &str) -> Option<String> {
 
 /// Parses a scrape reply for one info-hash.
 pub fn parse_scrape(body: &[u8], info_hash: InfoHash) -> Result<ScrapeStats, TrackerError> {
-    let v: Value = crate::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let v: Value = ccfd_proto::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     let Value::Dict(top) = v else {
         return Err(TrackerError::Malformed("scrape reply is not a dictionary".into()));
     };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::metainfo::InfoHash;
+use ccfd_proto::metainfo::InfoHash;
 
 use super::{Event, ScrapeStats};
 

@@ -1,8 +1,11 @@
-//! Tracker client: HTTP (BEP 3, BEP 23 compact peers) and UDP (BEP 15)
-//! announces, over BEP 12 tiers.
+//! ccfd-tracker: BitTorrent trackers, both sides.
 //!
-//! Parsers are pure functions of the reply bytes (`http::parse_announce`,
-//! `udp::parse_*`); the async functions only move bytes.
+//! The client announces over HTTP (BEP 3, BEP 23 compact peers, BEP 7
+//! peers6) and UDP (BEP 15), in BEP 12 tiers; its parsers are pure
+//! functions of the reply bytes (`http::parse_announce`, `udp::parse_*`),
+//! the async functions only move bytes. The built-in tracker keeps its
+//! swarms in `registry` (pure, time as a value) behind the HTTP and UDP
+//! front ends of `server`; it stores addresses and counts, never content.
 
 pub mod http;
 pub mod registry;
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 
-use crate::metainfo::InfoHash;
+use ccfd_proto::metainfo::InfoHash;
 
 /// Why an announce failed.
 #[derive(Debug, thiserror::Error)]

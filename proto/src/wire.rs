@@ -1,12 +1,10 @@
 //! The BEP 3 peer wire: the handshake and length-prefixed messages as a
-//! `tokio_util` codec, plus the BEP 10 extended handshake.
+//! `tokio_util` codec.
 //!
 //! Everything here is pure: bytes in, messages out. Every length read from
 //! the network is checked against a bound before anything is allocated.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::metainfo::InfoHash;
@@ -35,8 +33,6 @@ pub enum WireError {
     BadLength { id: u8, len: u32 },
     #[error("not a BitTorrent handshake")]
     BadHandshake,
-    #[error("bad extended handshake: {0}")]
-    BadExtended(String),
 }
 
 /// The opening 68 bytes of every connection.
@@ -251,68 +247,6 @@ impl Encoder<Message> for MessageCodec {
     }
 }
 
-/// The BEP 10 extended handshake: the fields we send and read. Written
-/// with serde; read by `parse`, which goes through the bencode guard.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ExtendedHandshake {
-    /// Extension name -> message id the sender wants to receive it on.
-    pub m: BTreeMap<String, i64>,
-    /// Client name and version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub v: Option<String>,
-    /// How many outstanding requests the sender will queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reqq: Option<i64>,
-    /// TCP listen port of the sender.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p: Option<i64>,
-    /// BEP 9: size of the info dictionary.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata_size: Option<i64>,
-    /// The ccfd extension's offer (docs/ccfd-extension.md), read leniently.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ccfd: Option<serde_bencode::value::Value>,
-}
-
-impl ExtendedHandshake {
-    pub fn to_bytes(&self) -> Bytes {
-        // Serializing a plain struct of maps, strings and integers cannot fail.
-        Bytes::from(serde_bencode::to_bytes(self).unwrap_or_default())
-    }
-
-    /// Reads a peer's handshake: it must be a bounded bencoded dictionary
-    /// (anything else ends the connection), but a field of an unexpected
-    /// type is ignored, as real clients vary (a `v` in Latin-1, an `m`
-    /// entry that is not a number).
-    pub fn parse(payload: &[u8]) -> Result<ExtendedHandshake, WireError> {
-        use serde_bencode::value::Value;
-        let value: Value = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
-        let Value::Dict(mut dict) = value else { return Err(WireError::BadExtended("not a dictionary".into())) };
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => Some(*i),
-            _ => None,
-        };
-        let m = match dict.get(&b"m"[..]) {
-            Some(Value::Dict(m)) => {
-                m.iter().filter_map(|(name, id)| Some((String::from_utf8(name.clone()).ok()?, int(Some(id))?))).collect()
-            }
-            _ => BTreeMap::new(),
-        };
-        let v = match dict.get(&b"v"[..]) {
-            Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        };
-        Ok(ExtendedHandshake {
-            m,
-            v,
-            reqq: int(dict.get(&b"reqq"[..])),
-            p: int(dict.get(&b"p"[..])),
-            metadata_size: int(dict.get(&b"metadata_size"[..])),
-            ccfd: dict.remove(&b"ccfd"[..]),
-        })
-    }
-}
-
 /// Names a peer's client from its peer id (Azureus-style `-XX1234-`).
 pub fn client_name(peer_id: &[u8; 20]) -> String {
     let known = [
@@ -392,33 +326,6 @@ mod tests {
         let mut bad = h.to_bytes();
         bad[3] = b'x';
         assert!(Handshake::parse(&bad).is_err());
-    }
-
-    #[test]
-    fn extended_handshake_parses_real_fields_and_ignores_unknown() {
-        let raw = b"d1:md11:ut_metadatai3ee1:pi6881e4:reqqi512e1:v15:Transmission 3.06:yourip4:\x7f\0\0\x01e";
-        let h = ExtendedHandshake::parse(raw).unwrap();
-        assert_eq!(h.reqq, Some(512));
-        assert_eq!(h.m.get("ut_metadata"), Some(&3));
-        assert_eq!(ExtendedHandshake::parse(&h.to_bytes()).unwrap(), h);
-        assert!(ExtendedHandshake::parse(b"i3e").is_err());
-        // Odd field types are skipped, not fatal.
-        let odd = ExtendedHandshake::parse(b"d1:md11:ut_metadata1:x2:lti2ee1:v3:\xb5Ta4:reqq3:abce").unwrap();
-        assert_eq!(odd.m.get("lt"), Some(&2));
-        assert_eq!(odd.m.get("ut_metadata"), None);
-        assert_eq!(odd.reqq, None);
-        assert_eq!(odd.v.as_deref(), Some("\u{fffd}Ta"));
-    }
-
-    #[test]
-    fn a_handshake_nested_deep_is_refused_without_recursing() {
-        let mut raw = b"d4:ccfd".to_vec();
-        raw.extend(std::iter::repeat_n(b'l', 20_000));
-        raw.extend(std::iter::repeat_n(b'e', 20_000));
-        raw.push(b'e');
-        // The depth of a tokio worker's stack and less: the guard must not need it.
-        let handle = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || ExtendedHandshake::parse(&raw)).unwrap();
-        assert!(matches!(handle.join().unwrap(), Err(WireError::BadExtended(e)) if e.contains("nested deeper")));
     }
 
     #[test]

@@ -174,7 +174,7 @@ mod tests {
             for c in [2u8, 0x53, 0xff] {
                 let mut fast = vec![7u8; 1000];
                 let mut slow = fast.clone();
-                let (lo, hi) = crate::coding::gf256::nibble_tables(c);
+                let (lo, hi) = crate::gf256::nibble_tables(c);
                 // SAFETY: AVX2 detected just above.
                 unsafe { simd::mul_add_avx2(&mut fast, &src, lo, hi) };
                 mul_add_scalar(&mut slow, &src, c);

@@ -57,7 +57,7 @@ impl Feed {
         let remaining = session.pieces_remaining();
         let piece_length = session.meta.piece_length;
         let pieces: Vec<PieceCell> = {
-            let ledger = self.stream.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let ledger = self.stream.ledger.lock();
             (0..remaining.len() as u32)
                 .map(|i| {
                     let record = ledger.piece(i);

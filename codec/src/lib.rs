@@ -1,4 +1,4 @@
-//! Random linear network coding over GF(2^8).
+//! ccfd-codec: random linear network coding over GF(2^8).
 //!
 //! A piece is cut into generations of K source symbols of S bytes (never
 //! across pieces; the last generation is zero-padded and carries its real

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::metainfo::Metainfo;
 use ccfd_bt::session::{SessionConfig, Snapshot};
 use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
 use ccfd_bt::watch_server::WatchServer;
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
+use ccfd_proto::metainfo::Metainfo;
 use ccfd_vod::plan::Policy;
 use ccfd_vod::Report;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +27,8 @@ use crate::{PlaybackArgs, Signals, StreamArgs, ViewArgs, WorldArgs};
 
 /// The bundled demo movie (60 s of ffmpeg test pattern and tone, H.264/AAC,
 /// 397 kbit/s) and its .torrent, so `ccfd-bt demo` needs nothing else.
-const DEMO_MOVIE: &[u8] = include_bytes!("../torrents/ccfd-demo.mp4");
-const DEMO_TORRENT: &[u8] = include_bytes!("../torrents/ccfd-demo.mp4.torrent");
+const DEMO_MOVIE: &[u8] = include_bytes!("../../../torrents/ccfd-demo.mp4");
+const DEMO_TORRENT: &[u8] = include_bytes!("../../../torrents/ccfd-demo.mp4.torrent");
 
 /// How a stream is presented.
 struct Presentation<'a> {

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Lines kept for the log pane.
 const KEEP: usize = 500;
@@ -18,7 +20,7 @@ pub struct LogLines(Arc<Mutex<VecDeque<String>>>);
 impl LogLines {
     /// Adds one line (the dashboard's own notes go here too).
     pub fn push(&self, line: String) {
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.0.lock();
         if q.len() == KEEP {
             q.pop_front();
         }
@@ -26,7 +28,7 @@ impl LogLines {
     }
 
     pub fn recent(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.0.lock().iter().cloned().collect()
     }
 }
 
@@ -48,7 +50,7 @@ impl LogSink {
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).write_all(buf)?;
+        self.file.lock().write_all(buf)?;
         for line in String::from_utf8_lossy(buf).lines().filter(|l| !l.trim().is_empty()) {
             self.lines.push(line.to_string());
         }
@@ -56,7 +58,7 @@ impl Write for LogSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.file.lock().flush()
     }
 }
 

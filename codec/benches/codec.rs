@@ -1,11 +1,11 @@
 //! Codec benches: encode, decode, recode MB/s per core for K in {16..256}
 //! and S in {1024, 16384}, and the `rlnc` crate's decode at the same K and S
 //! in the same run. Throughput counts the generation's K*S source bytes.
-//! Run: `cargo bench --bench codec` (add `-- decode` to filter).
+//! Run: `cargo bench -p ccfd-codec --bench codec` (add `-- decode` to filter).
 
 use std::time::Duration;
 
-use ccfd_bt::coding::{coefficients, Decoder, Generation};
+use ccfd_codec::{coefficients, Decoder, Generation};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -11,10 +11,11 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::metadata::{self, Magnet};
-use ccfd_bt::metainfo::{self, CreateOptions, Metainfo};
+use ccfd_bt::metadata;
 use ccfd_bt::session::{Session, SessionConfig, Snapshot};
 use ccfd_bt::storage::OpenMode;
+use ccfd_proto::magnet::Magnet;
+use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
 
 mod dashboard_feed;
 mod log_sink;
@@ -395,13 +396,13 @@ async fn run_command(command: Command, sink: Option<log_sink::LogSink>) -> anyho
 }
 
 async fn tracker(args: TrackerArgs) -> anyhow::Result<ExitCode> {
-    use ccfd_bt::tracker::registry::Limits;
+    use ccfd_tracker::registry::Limits;
     if args.http.is_none() && args.udp.is_none() {
         bail!("give --http ADDR, --udp ADDR, or both");
     }
     let limits = Limits { interval: Duration::from_secs(args.interval), ..Limits::default() };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let addrs = ccfd_bt::tracker::server::start(args.http, args.udp, limits, shutdown.clone()).await.context("cannot start the tracker")?;
+    let addrs = ccfd_tracker::server::start(args.http, args.udp, limits, shutdown.clone()).await.context("cannot start the tracker")?;
     if let Some(a) = addrs.http {
         eprintln!("tracker: http://{a}/announce");
     }

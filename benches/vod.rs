@@ -15,10 +15,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ccfd_bt::choker::ChokerConfig;
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::session::SessionConfig;
-use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
+use ccfd_bt::decide::choker::ChokerConfig;
+use ccfd_bt::decide::stream_plan::PickMode;
+use ccfd_bt::stream::{Stream, StreamOptions};
+use ccfd_bt::swarm::TorrentConfig;
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
 use ccfd_vod::plan::Policy;
 use ccfd_vod::Report;
@@ -99,9 +100,9 @@ async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMod
         output: out,
         policy: o.policy.clone(),
         mode,
-        config: SessionConfig {
+        config: TorrentConfig {
             choker: ChokerConfig { regular_slots: o.upload_slots, ..ChokerConfig::default() },
-            ..SessionConfig::default()
+            ..TorrentConfig::default()
         },
     };
     let stream = Stream::start(&client, &world.meta, &opts, Vec::new()).await.expect("stream");

@@ -29,9 +29,10 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::metadata::{self, MetadataError};
-use crate::session::{Session, SessionConfig};
+use crate::discovery::metadata::{self, MetadataError};
 use crate::storage::{OpenMode, StorageError};
+use crate::swarm::{Snapshot, TorrentConfig, TorrentError};
+use crate::torrent::Torrent;
 use ccfd_proto::magnet::Magnet;
 use ccfd_proto::metainfo::{self, CreateOptions, InfoHash, Metainfo, MetainfoError};
 
@@ -59,7 +60,9 @@ pub enum ApiError {
     #[error("download of {0} did not finish within {1:?}")]
     TimedOut(InfoHash, Duration),
     #[error("torrent {0} stopped: {1}")]
-    Failed(InfoHash, String),
+    Failed(InfoHash, Arc<TorrentError>),
+    #[error("reading {0} back failed: {1}")]
+    Read(InfoHash, tokio::task::JoinError),
     #[error("this peer is closed")]
     Closed,
 }
@@ -73,7 +76,7 @@ pub struct PeerOptions {
     pub port: u16,
     /// Where downloads are stored; a fresh temporary folder when `None`.
     pub data_dir: Option<PathBuf>,
-    pub session: SessionConfig,
+    pub torrent: TorrentConfig,
     /// Piece length for `register`; by file size when `None`.
     pub piece_length: Option<u64>,
     /// The longest `download` waits for the whole file (metadata included).
@@ -90,7 +93,7 @@ impl Default for PeerOptions {
             data_dir: None,
             // A registered file usually starts with one copy in the swarm:
             // reveal it piece by piece so each piece leaves us about once.
-            session: SessionConfig { super_seed: true, ..SessionConfig::default() },
+            torrent: TorrentConfig { super_seed: true, ..TorrentConfig::default() },
             piece_length: None,
             download_timeout: Duration::from_secs(3600),
             coded: true,
@@ -107,7 +110,7 @@ pub struct Peer {
     data_dir: PathBuf,
     /// Keeps a temporary data folder alive as long as the peer.
     _temp: Option<tempfile::TempDir>,
-    sessions: Mutex<HashMap<InfoHash, Arc<Session>>>,
+    torrents: Mutex<HashMap<InfoHash, Arc<Torrent>>>,
     closed: Mutex<bool>,
 }
 
@@ -160,7 +163,7 @@ impl Peer {
             options,
             data_dir,
             _temp: temp,
-            sessions: Mutex::new(HashMap::new()),
+            torrents: Mutex::new(HashMap::new()),
             closed: Mutex::new(false),
         })
     }
@@ -183,12 +186,12 @@ impl Peer {
         };
         let meta = Arc::new(Metainfo::from_bytes(&metainfo::create(path, &opts)?)?);
         let root = path.parent().unwrap_or(Path::new("."));
-        let session = self.start_session(meta.clone(), root, OpenMode::Existing)?;
-        if !session.is_complete() {
-            self.runtime.block_on(session.stop());
+        let torrent = self.start_torrent(meta.clone(), root, OpenMode::Existing)?;
+        if !torrent.is_complete() {
+            self.runtime.block_on(torrent.stop());
             return Err(ApiError::Incomplete(path.to_path_buf()));
         }
-        self.sessions.lock().insert(meta.info_hash, session);
+        self.torrents.lock().insert(meta.info_hash, torrent);
         Ok(meta.info_hash)
     }
 
@@ -197,30 +200,30 @@ impl Peer {
     pub fn download(&self, id: &InfoHash) -> Result<Vec<u8>, ApiError> {
         self.check_open()?;
         let deadline = std::time::Instant::now() + self.options.download_timeout;
-        let existing = self.sessions.lock().get(id).cloned();
-        let session = match existing {
+        let existing = self.torrents.lock().get(id).cloned();
+        let torrent = match existing {
             Some(s) => s,
             None => {
                 let magnet = Magnet { info_hash: *id, name: None, trackers: vec![self.tracker.clone()], peers: Vec::new() };
                 let limit = self.options.download_timeout;
-                let shutdown = self.client.shared.shutdown.clone();
+                let shutdown = self.client.net.shutdown.clone();
                 let meta = self.runtime.block_on(async {
                     tokio::select! {
-                        m = metadata::fetch(self.client.shared.clone(), &magnet, &[], limit) => Ok(m?),
+                        m = metadata::fetch(self.client.net.clone(), &magnet, &[], limit) => Ok(m?),
                         _ = shutdown.cancelled() => Err(ApiError::Closed),
                     }
                 })?;
-                let session = self.start_session(Arc::new(meta), &self.data_dir, OpenMode::Create)?;
-                self.sessions.lock().insert(*id, session.clone());
-                session
+                let torrent = self.start_torrent(Arc::new(meta), &self.data_dir, OpenMode::Create)?;
+                self.torrents.lock().insert(*id, torrent.clone());
+                torrent
             }
         };
-        self.wait_complete(id, &session, deadline.saturating_duration_since(std::time::Instant::now()))?;
-        let storage = session.storage().clone();
-        let mut bytes = vec![0u8; session.meta.total_length as usize];
+        self.wait_complete(id, &torrent, deadline.saturating_duration_since(std::time::Instant::now()))?;
+        let storage = torrent.storage().clone();
+        let mut bytes = vec![0u8; torrent.meta.total_length as usize];
         self.runtime
             .block_on(async { tokio::task::spawn_blocking(move || storage.read_at(0, &mut bytes).map(|()| bytes)).await })
-            .map_err(|e| ApiError::Failed(*id, format!("reading the data failed: {e}")))?
+            .map_err(|e| ApiError::Read(*id, e))?
             .map_err(ApiError::from)
     }
 
@@ -228,8 +231,8 @@ impl Peer {
     /// `Cancelled`) and tells the tracker we left its swarm.
     pub fn cancel(&self, id: &InfoHash) -> Result<(), ApiError> {
         self.check_open()?;
-        let session = self.sessions.lock().remove(id).ok_or(ApiError::Unknown(*id))?;
-        self.runtime.block_on(session.stop());
+        let torrent = self.torrents.lock().remove(id).ok_or(ApiError::Unknown(*id))?;
+        self.runtime.block_on(torrent.stop());
         Ok(())
     }
 
@@ -244,22 +247,22 @@ impl Peer {
             }
             *closed = true;
         }
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().drain().map(|(_, s)| s).collect();
+        let torrents: Vec<Arc<Torrent>> = self.torrents.lock().drain().map(|(_, t)| t).collect();
         self.runtime.block_on(async {
-            futures::future::join_all(sessions.iter().map(|s| s.stop())).await;
+            futures::future::join_all(torrents.iter().map(|t| t.stop())).await;
         });
         self.client.shutdown();
     }
 
     /// Changes the rate caps (bytes per second, `None`: unlimited) while running.
     pub fn set_rates(&self, upload_rate: Option<u64>, download_rate: Option<u64>) {
-        self.client.shared.upload.set_rate(upload_rate);
-        self.client.shared.download.set_rate(download_rate);
+        self.client.net.upload.set_rate(upload_rate);
+        self.client.net.download.set_rate(download_rate);
     }
 
     /// The state of torrent `id`: progress, byte counts, peers.
-    pub fn stats(&self, id: &InfoHash) -> Option<crate::session::Snapshot> {
-        self.sessions.lock().get(id).map(|s| s.snapshot())
+    pub fn stats(&self, id: &InfoHash) -> Option<Snapshot> {
+        self.torrents.lock().get(id).map(|t| t.snapshot())
     }
 
     fn check_open(&self) -> Result<(), ApiError> {
@@ -269,29 +272,28 @@ impl Peer {
         Ok(())
     }
 
-    fn start_session(&self, meta: Arc<Metainfo>, root: &Path, mode: OpenMode) -> Result<Arc<Session>, ApiError> {
-        let shared = self.client.shared.clone();
-        let config = self.options.session.clone();
-        Ok(self.runtime.block_on(Session::start(shared, meta, root, mode, config, Vec::new()))?)
+    fn start_torrent(&self, meta: Arc<Metainfo>, root: &Path, mode: OpenMode) -> Result<Arc<Torrent>, ApiError> {
+        let config = self.options.torrent.clone();
+        Ok(self.runtime.block_on(self.client.add_torrent(meta, root, mode, config, Vec::new()))?)
     }
 
-    fn wait_complete(&self, id: &InfoHash, session: &Arc<Session>, limit: Duration) -> Result<(), ApiError> {
+    fn wait_complete(&self, id: &InfoHash, torrent: &Torrent, limit: Duration) -> Result<(), ApiError> {
         self.runtime.block_on(async {
-            let mut complete = session.subscribe_complete();
+            let mut complete = torrent.subscribe_complete();
             let wait = async {
                 while !*complete.borrow_and_update() {
                     tokio::select! {
                         changed = complete.changed() => if changed.is_err() { break },
-                        _ = session.shutdown.cancelled() => break,
+                        _ = torrent.shutdown.cancelled() => break,
                     }
                 }
             };
             if tokio::time::timeout(limit, wait).await.is_err() {
                 return Err(ApiError::TimedOut(*id, self.options.download_timeout));
             }
-            if session.is_complete() {
+            if torrent.is_complete() {
                 Ok(())
-            } else if let Some(error) = session.fatal_error() {
+            } else if let Some(error) = torrent.fatal_error() {
                 Err(ApiError::Failed(*id, error))
             } else if *self.closed.lock() {
                 Err(ApiError::Closed)

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ccfd_bt::ccfd::UdpShim;
 use ccfd_bt::client::ClientConfig;
-use ccfd_bt::coded::UdpShim;
-use ccfd_bt::session::SessionConfig;
+use ccfd_bt::swarm::TorrentConfig;
 use ccfd_proto::metainfo::Metainfo;
 use common::inproc::*;
 
@@ -29,18 +29,18 @@ fn config(ip: IpAddr) -> ClientConfig {
 /// A seed holding all of `data`.
 async fn seed(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, data: &[u8]) -> Node {
     write_part(dir, "f.bin", data, 0..data.len());
-    node_with(client, meta, dir, SessionConfig::default(), Vec::new()).await
+    node_with(client, meta, dir, TorrentConfig::default(), Vec::new()).await
 }
 
 /// A leecher dialing `peers`, starting from an empty (zeroed) file.
 async fn leecher(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, peers: Vec<SocketAddr>) -> Node {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("f.bin"), vec![0u8; meta.total_length as usize]).unwrap();
-    node_with(client, meta, dir, SessionConfig::default(), peers).await
+    node_with(client, meta, dir, TorrentConfig::default(), peers).await
 }
 
 async fn complete(nodes: &[&Node], limit: Duration) -> bool {
-    eventually(limit, || nodes.iter().all(|n| n.session.is_complete())).await
+    eventually(limit, || nodes.iter().all(|n| n.torrent.is_complete())).await
 }
 
 fn assert_exact(dir: &Path, data: &[u8]) {
@@ -57,9 +57,9 @@ async fn lossy_transfer(b: u8, loss: f64) {
     let shim = UdpShim { loss, delay: Duration::from_millis(2), seed: u64::from(b), cut_after: None };
     let client = ClientConfig { udp_shim: Some(shim), ..config(ip(b, 2)) };
     let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
-    assert!(complete(&[&l], Duration::from_secs(60)).await, "no completion at {loss} loss: {:?}", l.session.snapshot());
+    assert!(complete(&[&l], Duration::from_secs(60)).await, "no completion at {loss} loss: {:?}", l.torrent.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
-    let snap = l.session.snapshot();
+    let snap = l.torrent.snapshot();
     assert!(snap.coded_bytes as usize >= LEN * 9 / 10, "only {} of {LEN} bytes came coded at {loss} loss", snap.coded_bytes);
     assert_eq!(snap.piece_failures, 0);
     assert!(snap.peer_list.iter().all(|p| p.coded), "the link is coded");
@@ -96,11 +96,11 @@ async fn three_receivers_cooperate_from_one_seed() {
     let mut from_neighbours = 0;
     for (n, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
         assert_exact(&tmp.path().join(name), &data);
-        let snap = n.session.snapshot();
+        let snap = n.torrent.snapshot();
         assert!(snap.coded_bytes > 0, "{name} got nothing coded");
         from_neighbours += snap.bytes_from.iter().filter(|(addr, _)| addr.ip() != seed_addr.ip()).map(|(_, b)| *b).sum::<u64>();
     }
-    let uploaded = s.session.snapshot().uploaded;
+    let uploaded = s.torrent.snapshot().uploaded;
     assert!(from_neighbours > 0, "the receivers helped each other");
     assert!(uploaded < 3 * LEN as u64, "the seed sent {uploaded} bytes: every receiver took all from it");
 }
@@ -115,9 +115,9 @@ async fn a_polluter_is_banned_and_the_file_stays_exact() {
     let polluter = seed(polluter_client, &meta, &tmp.path().join("polluter"), &data).await;
     let peers = vec![polluter.client.listen_addr(), honest.client.listen_addr()];
     let l = leecher(config(ip(5, 2)), &meta, &tmp.path().join("l"), peers).await;
-    assert!(complete(&[&l], Duration::from_secs(90)).await, "{:?}", l.session.snapshot());
+    assert!(complete(&[&l], Duration::from_secs(90)).await, "{:?}", l.torrent.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
-    let snap = l.session.snapshot();
+    let snap = l.torrent.snapshot();
     assert!(snap.banned.contains(&ip(5, 9)), "the polluter is banned: {:?}", snap.banned);
     assert!(!snap.banned.contains(&ip(5, 1)), "the honest seed is not");
 }
@@ -136,8 +136,8 @@ async fn coded_and_plain_peers_share_one_swarm() {
     assert!(complete(&[&plain, &coded], Duration::from_secs(60)).await);
     assert_exact(&tmp.path().join("plain"), &data);
     assert_exact(&tmp.path().join("coded"), &data);
-    assert_eq!(plain.session.snapshot().coded_bytes, 0, "a peer with the extension off never goes coded");
-    let coded_snap = coded.session.snapshot();
+    assert_eq!(plain.torrent.snapshot().coded_bytes, 0, "a peer with the extension off never goes coded");
+    let coded_snap = coded.torrent.snapshot();
     assert!(coded_snap.coded_bytes > 0, "{coded_snap:?}");
     let with_plain = coded_snap.peer_list.iter().find(|p| p.addr.ip() == ip(6, 2));
     assert!(with_plain.is_none_or(|p| !p.coded), "the link to the plain peer stays plain");
@@ -155,9 +155,9 @@ async fn a_slow_sender_keeps_its_coded_link() {
     // 8 kB/s: after the 32 KiB burst, each 16 KiB block waits 2 s for tokens.
     let s = seed(ClientConfig { upload_rate: Some(8_000), ..config(ip(7, 1)) }, &meta, &tmp.path().join("seed"), &data).await;
     let l = leecher(config(ip(7, 2)), &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
-    assert!(complete(&[&l], Duration::from_secs(40)).await, "{:?}", l.session.snapshot());
+    assert!(complete(&[&l], Duration::from_secs(40)).await, "{:?}", l.torrent.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
-    let snap = l.session.snapshot();
+    let snap = l.torrent.snapshot();
     assert_eq!(snap.coded_bytes as usize, data.len(), "every block came coded: {snap:?}");
 }
 
@@ -174,11 +174,11 @@ async fn a_blocked_udp_path_is_never_used() {
     let shim = UdpShim { loss: 1.0, seed: 8, ..UdpShim::default() };
     let client = ClientConfig { udp_shim: Some(shim), ..config(ip(8, 2)) };
     let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
-    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.session.snapshot());
+    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.torrent.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
-    assert_eq!(l.session.snapshot().coded_bytes, 0);
+    assert_eq!(l.torrent.snapshot().coded_bytes, 0);
     // No want went unanswered, so the dead-path fallback never had to act.
-    assert!(l.session.coded_reachable(ip(8, 1)), "the peer was taken for a dead path");
+    assert!(l.torrent.coded_reachable(ip(8, 1)), "the peer was taken for a dead path");
 }
 
 /// A path that works and then breaks mid-transfer: wants go unanswered,
@@ -194,9 +194,9 @@ async fn a_path_that_breaks_mid_transfer_falls_back_to_the_plain_wire() {
     let shim = UdpShim { cut_after: Some(400), seed: 9, ..UdpShim::default() };
     let client = ClientConfig { udp_shim: Some(shim), ..config(ip(9, 2)) };
     let l = leecher(client, &meta, &tmp.path().join("l"), vec![s.client.listen_addr()]).await;
-    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.session.snapshot());
+    assert!(complete(&[&l], Duration::from_secs(30)).await, "{:?}", l.torrent.snapshot());
     assert_exact(&tmp.path().join("l"), &data);
-    let coded = l.session.snapshot().coded_bytes as usize;
+    let coded = l.torrent.snapshot().coded_bytes as usize;
     assert!(coded > 0 && coded < LEN, "{coded} of {LEN} bytes came coded");
-    assert!(!l.session.coded_reachable(ip(9, 1)), "the broken path was not noticed");
+    assert!(!l.torrent.coded_reachable(ip(9, 1)), "the broken path was not noticed");
 }

@@ -1,4 +1,4 @@
-//! Swarm mechanics in-process: tit-for-tat choking among real sessions, and
+//! Swarm mechanics in-process: tit-for-tat choking among real torrents, and
 //! a download through hostile links (resets, stalls, garbage, slow seeds).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use ccfd_bt::choker::ChokerConfig;
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::session::{PeerSnapshot, Session, SessionConfig};
+use ccfd_bt::decide::choker::ChokerConfig;
 use ccfd_bt::storage::OpenMode;
+use ccfd_bt::swarm::{PeerSnapshot, TorrentConfig};
 use ccfd_bt::world::{Faults, World};
 use common::inproc::*;
 
@@ -36,7 +36,7 @@ async fn tit_for_tat_rewards_the_fastest_uploader_and_replaces_it_when_it_slows(
         optimistic_interval: Duration::from_secs(3),
         ..ChokerConfig::default()
     };
-    let config = SessionConfig { choker: fast_choker, ..SessionConfig::default() };
+    let config = TorrentConfig { choker: fast_choker, ..TorrentConfig::default() };
     let mut others = Vec::new();
     for (i, rate) in [(2u8, 400_000u64), (3, 40_000), (4, 40_000)] {
         let dir = tmp.path().join(format!("p{i}"));
@@ -49,36 +49,36 @@ async fn tit_for_tat_rewards_the_fastest_uploader_and_replaces_it_when_it_slows(
     let leecher = node(ip(1, 1), Some(200_000), &meta, &dir, config, addrs.clone()).await;
     let (fast, slow) = (addrs[0], &addrs[1..]);
     let regular = |addr: SocketAddr| {
-        let snap = leecher.session.snapshot();
+        let snap = leecher.torrent.snapshot();
         peer_at(&snap.peer_list, addr).is_some_and(|p| p.unchoked && !p.optimistic)
     };
 
     // Once the rates are measured, the fastest uploader holds the regular slot.
     let measured_fastest = || {
-        let snap = leecher.session.snapshot();
+        let snap = leecher.torrent.snapshot();
         let rate = |a| peer_at(&snap.peer_list, a).map_or(0.0, |p| p.down_rate);
         rate(fast) > 3.0 * rate(slow[0]).max(rate(slow[1])) && regular(fast)
     };
     assert!(
         eventually(Duration::from_secs(8), measured_fastest).await,
         "F should hold the regular slot: {:?}",
-        leecher.session.snapshot().peer_list
+        leecher.torrent.snapshot().peer_list
     );
 
     // F's uplink degrades: within a few rechokes a slow peer takes its slot.
-    others[0].client.shared.upload.set_rate(Some(5_000));
+    others[0].client.net.upload.set_rate(Some(5_000));
     assert!(
         eventually(Duration::from_secs(10), || slow.iter().any(|&a| regular(a)) && !regular(fast)).await,
         "F was not replaced: {:?}",
-        leecher.session.snapshot().peer_list
+        leecher.torrent.snapshot().peer_list
     );
 
     // F recovers: it gets its slot back.
-    others[0].client.shared.upload.set_rate(Some(400_000));
+    others[0].client.net.upload.set_rate(Some(400_000));
     assert!(
         eventually(Duration::from_secs(15), || regular(fast)).await,
         "F was not re-selected: {:?}",
-        leecher.session.snapshot().peer_list
+        leecher.torrent.snapshot().peer_list
     );
 }
 
@@ -105,27 +105,27 @@ async fn download_completes_through_resets_stalls_garbage_and_slow_seeds() {
     for (i, faults) in links.into_iter().enumerate() {
         let dir = tmp.path().join(format!("seed{i}"));
         write_part(&dir, "contest.bin", &data, 0..data.len());
-        let seed = node(ip(2, 10 + i as u8), None, &meta, &dir, SessionConfig::default(), Vec::new()).await;
+        let seed = node(ip(2, 10 + i as u8), None, &meta, &dir, TorrentConfig::default(), Vec::new()).await;
         let proxy = world.proxy(seed.client.listen_addr(), faults).unwrap();
         seeds.push(seed);
         proxies.push(proxy);
     }
-    let config = SessionConfig {
+    let config = TorrentConfig {
         max_peers: 5,
         snub_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_secs(2),
-        ..SessionConfig::default()
+        ..TorrentConfig::default()
     };
     let dir = tmp.path().join("leech");
     std::fs::create_dir_all(&dir).unwrap();
     let client = Client::start(ClientConfig { bind: ip(2, 1), port: 0, max_connections: 5, ..ClientConfig::default() }).await.unwrap();
     let addrs = proxies.iter().map(|p| p.addr).collect();
-    let session = Session::start(client.shared.clone(), meta.clone(), &dir, OpenMode::Create, config, addrs).await.unwrap();
-    let mut done = session.subscribe_complete();
+    let torrent = client.add_torrent(meta.clone(), &dir, OpenMode::Create, config, addrs).await.unwrap();
+    let mut done = torrent.subscribe_complete();
     let start = Instant::now();
     let finished = tokio::time::timeout(Duration::from_secs(60), done.wait_for(|&c| c)).await;
-    let snap = session.snapshot();
+    let snap = torrent.snapshot();
     assert!(finished.is_ok(), "not complete after 60 s: {snap:?}");
     assert_eq!(std::fs::read(dir.join("contest.bin")).unwrap(), data);
     let from = |i: usize| snap.bytes_from.iter().filter(|(a, _)| a.ip() == proxies[i].addr.ip()).map(|(_, b)| *b).sum::<u64>();
@@ -147,7 +147,7 @@ async fn download_completes_through_resets_stalls_garbage_and_slow_seeds() {
     client.shutdown();
 }
 
-/// A peer address handed to a running session (a tracker reply) is dialed
+/// A peer address handed to a running torrent (a tracker reply) is dialed
 /// at once, not at the next once-a-second maintenance tick: a leecher that
 /// learns of a seed just after a tick would otherwise idle for a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,15 +158,15 @@ async fn new_candidates_are_dialed_at_once() {
     let meta = torrent(tmp.path(), "quick.bin", &data, 16 << 10);
     let seed_dir = tmp.path().join("seed");
     write_part(&seed_dir, "quick.bin", &data, 0..data.len());
-    let seed = node(ip(3, 1), None, &meta, &seed_dir, SessionConfig::default(), Vec::new()).await;
+    let seed = node(ip(3, 1), None, &meta, &seed_dir, TorrentConfig::default(), Vec::new()).await;
     let leech_dir = tmp.path().join("leech");
     write_part(&leech_dir, "quick.bin", &data, 0..0);
-    let leech = node(ip(3, 2), None, &meta, &leech_dir, SessionConfig::default(), Vec::new()).await;
+    let leech = node(ip(3, 2), None, &meta, &leech_dir, TorrentConfig::default(), Vec::new()).await;
     // The leecher's first tick ran when it started; the next is a second after it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let told = Instant::now();
-    leech.session.add_candidates([seed.client.listen_addr()], false);
-    assert!(eventually(Duration::from_secs(3), || leech.session.peer_count() == 1).await, "never connected");
+    leech.torrent.add_candidates([seed.client.listen_addr()], false);
+    assert!(eventually(Duration::from_secs(3), || leech.torrent.peer_count() == 1).await, "never connected");
     let waited = told.elapsed();
     assert!(waited < Duration::from_millis(500), "dialed only after {waited:?}, at the next tick");
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::session::SessionConfig;
-use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
+use ccfd_bt::decide::stream_plan::PickMode;
+use ccfd_bt::stream::{Stream, StreamOptions};
+use ccfd_bt::swarm::TorrentConfig;
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
 use ccfd_vod::plan::Policy;
 use ccfd_vod::Report;
@@ -34,7 +35,7 @@ async fn stream_in(world: &VodWorld, dir: &Path, rate: f64) -> (Report, u64) {
         output: output.clone(),
         policy: Policy::default(),
         mode: PickMode::Deadline,
-        config: SessionConfig::default(),
+        config: TorrentConfig::default(),
     };
     let stream = Stream::start(&client, &world.meta, &opts, Vec::new()).await.unwrap();
     let report = tokio::time::timeout(Duration::from_secs(120), stream.finish()).await.expect("stream finished in time").unwrap();

@@ -78,6 +78,37 @@ impl Bitfield {
     }
 }
 
+/// A piece set that only grows, read without a lock: the verified pieces,
+/// for the tasks that serve them (uploaders, coded senders) while the
+/// picker keeps the states behind its own lock.
+#[derive(Debug)]
+pub struct GrowingSet {
+    words: Vec<std::sync::atomic::AtomicU64>,
+    len: u32,
+}
+
+impl GrowingSet {
+    /// A set holding the pieces of `from`.
+    pub fn new(from: &Bitfield) -> GrowingSet {
+        let words = (0..from.len().div_ceil(64)).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        let set = GrowingSet { words, len: from.len() };
+        for i in from.ones() {
+            set.insert(i);
+        }
+        set
+    }
+
+    pub fn insert(&self, i: u32) {
+        if i < self.len {
+            self.words[(i / 64) as usize].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn contains(&self, i: u32) -> bool {
+        i < self.len && self.words[(i / 64) as usize].load(std::sync::atomic::Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +126,16 @@ mod tests {
         assert!(!b.set(0) && !b.set(10));
         assert_eq!(b.ones().collect::<Vec<_>>(), vec![0, 9]);
         assert!(Bitfield::full(10).is_full());
+    }
+
+    #[test]
+    fn a_growing_set_holds_what_it_started_with_and_what_was_added() {
+        let mut b = Bitfield::new(130);
+        b.set(3);
+        let set = GrowingSet::new(&b);
+        assert!(set.contains(3) && !set.contains(129));
+        set.insert(129);
+        set.insert(500);
+        assert!(set.contains(129) && !set.contains(500));
     }
 }

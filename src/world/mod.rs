@@ -7,6 +7,7 @@
 //! or drop to leave), so a scenario reads top to bottom like its story.
 
 pub mod vod;
+pub mod vodserver;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -20,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Peer, PeerOptions};
-use crate::ratelimit::RateLimiter;
+use crate::net::ratelimit::RateLimiter;
 use ccfd_tracker::registry::Limits;
 
 /// Deterministic pseudo-random bytes (xorshift64): stand-in movies and

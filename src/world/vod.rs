@@ -14,11 +14,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+use super::vodserver::VodServer;
 use crate::client::{Client, ClientConfig};
-use crate::session::{Session, SessionConfig};
 use crate::storage::OpenMode;
-use crate::vodserver::VodServer;
-use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
+use crate::swarm::TorrentConfig;
+use ccfd_proto::metainfo::{self, CreateOptions, Metainfo, MetainfoError};
 use ccfd_tracker::registry::Limits;
 
 /// Shape of a VoD world.
@@ -39,7 +39,7 @@ pub struct VodWorldConfig {
     pub linger: Duration,
     /// One world peer that holds the whole movie and never leaves.
     pub permanent_seed: bool,
-    pub session: SessionConfig,
+    pub torrent: TorrentConfig,
     /// World peers offer coded cooperation (ccfd).
     pub coded: bool,
 }
@@ -55,10 +55,21 @@ impl Default for VodWorldConfig {
             prefix: false,
             linger: Duration::from_secs(10),
             permanent_seed: true,
-            session: SessionConfig::default(),
+            torrent: TorrentConfig::default(),
             coded: true,
         }
     }
+}
+
+/// Why a world could not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Metainfo(#[from] MetainfoError),
+    #[error("{0} has no usable file name")]
+    MovieName(PathBuf),
 }
 
 /// A running world.
@@ -74,15 +85,14 @@ pub struct VodWorld {
 
 impl VodWorld {
     /// Brings the world up around `movie`, working in `dir`.
-    pub async fn start(movie: &Path, dir: &Path, config: VodWorldConfig) -> anyhow::Result<VodWorld> {
+    pub async fn start(movie: &Path, dir: &Path, config: VodWorldConfig) -> Result<VodWorld, WorldError> {
         let shutdown = CancellationToken::new();
         let ip = IpAddr::V4(Ipv4Addr::new(127, config.net[0], config.net[1], 1));
         let limits = Limits { interval: Duration::from_secs(30), ..Limits::default() };
         let tracker = ccfd_tracker::server::start(Some(SocketAddr::new(ip, 0)), None, limits, shutdown.clone()).await?;
         let announce = tracker.announce_url().unwrap_or_default();
         let movie_dir = movie.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let name =
-            movie.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow::anyhow!("{} has no usable file name", movie.display()))?;
+        let name = movie.file_name().and_then(|n| n.to_str()).ok_or_else(|| WorldError::MovieName(movie.to_path_buf()))?;
         let server = VodServer::start(tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await?, movie_dir, shutdown.clone())?;
         let opts = CreateOptions { piece_length: config.piece_length, trackers: vec![announce.clone()], web_seeds: vec![server.url(name)] };
         let bytes = metainfo::create(movie, &opts)?;
@@ -122,7 +132,7 @@ impl Drop for VodWorld {
     }
 }
 
-/// Resolves once the session is complete (never, if it stops first).
+/// Resolves once the torrent is complete (never, if it stops first).
 async fn completed(rx: &mut tokio::sync::watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
@@ -166,30 +176,27 @@ impl WorldPeer {
                 return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot write its data");
             }
             let mode = OpenMode::Existing;
-            let session =
-                match Session::start(client.shared.clone(), self.meta.clone(), &self.dir, mode, self.config.session.clone(), Vec::new())
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start its session"),
-                };
+            let torrent = match client.add_torrent(self.meta.clone(), &self.dir, mode, self.config.torrent.clone(), Vec::new()).await {
+                Ok(t) => t,
+                Err(e) => return tracing::warn!(ip = %self.ip, error = %e, "world peer cannot start its torrent"),
+            };
             tracing::info!(ip = %self.ip, fraction, "world peer (re)joined");
-            let mut done = session.subscribe_complete();
+            let mut done = torrent.subscribe_complete();
             tokio::select! {
-                _ = shutdown.cancelled() => { session.stop().await; break; }
+                _ = shutdown.cancelled() => { torrent.stop().await; break; }
                 _ = completed(&mut done) => {}
             }
             if self.permanent {
                 shutdown.cancelled().await;
-                session.stop().await;
+                torrent.stop().await;
                 break;
             }
             let linger = self.config.linger.mul_f64(0.5 + self.rng.random::<f64>());
             tokio::select! {
-                _ = shutdown.cancelled() => { session.stop().await; break; }
+                _ = shutdown.cancelled() => { torrent.stop().await; break; }
                 _ = tokio::time::sleep(linger) => {}
             }
-            session.stop().await;
+            torrent.stop().await;
         }
         client.shutdown();
     }

@@ -1,4 +1,4 @@
-//! In-process swarms: real clients and sessions in the test's runtime.
+//! In-process swarms: real clients and torrents in the test's runtime.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::session::{Session, SessionConfig};
 use ccfd_bt::storage::OpenMode;
+use ccfd_bt::swarm::TorrentConfig;
+use ccfd_bt::torrent::Torrent;
 use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
 
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
@@ -41,18 +42,18 @@ pub fn init_log() {
 
 pub struct Node {
     pub client: Client,
-    pub session: Arc<Session>,
+    pub torrent: Arc<Torrent>,
 }
 
-pub async fn node(ip: IpAddr, up: Option<u64>, meta: &Arc<Metainfo>, dir: &Path, config: SessionConfig, peers: Vec<SocketAddr>) -> Node {
+pub async fn node(ip: IpAddr, up: Option<u64>, meta: &Arc<Metainfo>, dir: &Path, config: TorrentConfig, peers: Vec<SocketAddr>) -> Node {
     node_with(ClientConfig { bind: ip, port: 0, upload_rate: up, ..ClientConfig::default() }, meta, dir, config, peers).await
 }
 
 /// A node with its own client settings (coded shim, polluter, caps).
-pub async fn node_with(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, config: SessionConfig, peers: Vec<SocketAddr>) -> Node {
+pub async fn node_with(client: ClientConfig, meta: &Arc<Metainfo>, dir: &Path, config: TorrentConfig, peers: Vec<SocketAddr>) -> Node {
     let client = Client::start(client).await.unwrap();
-    let session = Session::start(client.shared.clone(), meta.clone(), dir, OpenMode::Existing, config, peers).await.unwrap();
-    Node { client, session }
+    let torrent = client.add_torrent(meta.clone(), dir, OpenMode::Existing, config, peers).await.unwrap();
+    Node { client, torrent }
 }
 
 impl Drop for Node {

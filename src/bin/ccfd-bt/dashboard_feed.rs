@@ -1,11 +1,11 @@
-//! Maps the engine's statistics (session snapshot, stream plan, ledger)
+//! Maps the engine's statistics (torrent snapshot, stream plan, ledger)
 //! into the dashboard's view model, once per refresh. Part of the binary:
-//! the `ccfd-tui` crate knows nothing of sessions.
+//! the `ccfd-tui` crate knows nothing of torrents.
 
 use std::time::Instant;
 
-use ccfd_bt::session::Snapshot;
-use ccfd_bt::streaming::StreamHandle;
+use ccfd_bt::stream::StreamHandle;
+use ccfd_bt::swarm::Snapshot;
 use ccfd_tui::{CurvePoint, Dashboard, PeerRow, Penalty, Phase, PieceCell};
 
 use crate::log_sink::LogLines;
@@ -50,18 +50,18 @@ impl Feed {
     /// The dashboard as of now.
     pub fn view(&mut self) -> Dashboard {
         let now = self.stream.now();
-        let session = self.stream.session.clone();
-        let snap = session.snapshot();
+        let torrent = self.stream.torrent.clone();
+        let snap = torrent.snapshot();
         let schedule = self.stream.plan.schedule();
         let playback = &schedule.playback;
-        let remaining = session.pieces_remaining();
-        let piece_length = session.meta.piece_length;
+        let remaining = torrent.pieces_remaining();
+        let piece_length = torrent.meta.piece_length;
         let pieces: Vec<PieceCell> = {
             let ledger = self.stream.ledger.lock();
             (0..remaining.len() as u32)
                 .map(|i| {
                     let record = ledger.piece(i);
-                    let full = u64::from(session.meta.piece_len(i));
+                    let full = u64::from(torrent.meta.piece_len(i));
                     let left = remaining[i as usize];
                     match record {
                         _ if left == 0 && record.is_some_and(|r| r.server_bytes > 0) => PieceCell::Server,
@@ -97,7 +97,7 @@ impl Feed {
             .map(|t| (t, playback.required_bytes(t)))
             .collect();
         Dashboard {
-            name: session.meta.name.clone(),
+            name: torrent.meta.name.clone(),
             mode: self.mode.clone(),
             elapsed: now,
             phase,

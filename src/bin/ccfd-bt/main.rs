@@ -11,9 +11,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::metadata;
-use ccfd_bt::session::{Session, SessionConfig, Snapshot};
+use ccfd_bt::discovery::metadata;
 use ccfd_bt::storage::OpenMode;
+use ccfd_bt::swarm::{Snapshot, TorrentConfig};
 use ccfd_proto::magnet::Magnet;
 use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
 
@@ -465,19 +465,19 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
             }
             let mut signals = Signals::new()?;
             let meta = tokio::select! {
-                m = metadata::fetch(client.shared.clone(), &magnet, &net.peers, limit) => m?,
+                m = metadata::fetch(client.net.clone(), &magnet, &net.peers, limit) => m?,
                 _ = signals.recv() => return Ok(ExitCode::from(130)),
             };
             Arc::new(meta)
         }
     };
-    let config = SessionConfig { max_peers: net.max_peers, super_seed: net.super_seed, ..SessionConfig::default() };
-    let session = Session::start(client.shared.clone(), meta.clone(), dir, mode, config, net.peers).await?;
-    if mode == OpenMode::Existing && !session.is_complete() {
+    let config = TorrentConfig { max_peers: net.max_peers, super_seed: net.super_seed, ..TorrentConfig::default() };
+    let torrent = client.add_torrent(meta.clone(), dir, mode, config, net.peers).await?;
+    if mode == OpenMode::Existing && !torrent.is_complete() {
         tracing::warn!("data is incomplete: seeding the verified pieces and downloading the rest");
     }
     let show_progress = !net.json && std::io::stderr().is_terminal();
-    let mut complete = session.subscribe_complete();
+    let mut complete = torrent.subscribe_complete();
     let mut signals = Signals::new()?;
     let mut progress = tokio::time::interval(Duration::from_millis(500));
     let mut rate = RateMeter::new();
@@ -485,7 +485,7 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
     let code = loop {
         if *complete.borrow() && !reported {
             reported = true;
-            let snap = session.snapshot();
+            let snap = torrent.snapshot();
             if show_progress {
                 eprintln!("\r{}", progress_line(&snap, &mut rate));
             }
@@ -501,18 +501,18 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
         tokio::select! {
             _ = complete.changed() => {}
             _ = signals.recv() => break if *complete.borrow() { ExitCode::SUCCESS } else { ExitCode::from(130) },
-            _ = session.shutdown.cancelled() => {
-                let error = session.fatal_error().unwrap_or_else(|| "session stopped".into());
-                session.stop().await;
+            _ = torrent.shutdown.cancelled() => {
+                let error = torrent.fatal_error().map_or_else(|| "the torrent stopped".to_string(), |e| e.to_string());
+                torrent.stop().await;
                 bail!(error);
             }
             _ = progress.tick() => if show_progress && !reported {
-                eprint!("\r{}", progress_line(&session.snapshot(), &mut rate));
+                eprint!("\r{}", progress_line(&torrent.snapshot(), &mut rate));
                 let _ = std::io::stderr().flush();
             },
         }
     };
-    session.stop().await;
+    torrent.stop().await;
     client.shutdown();
     Ok(code)
 }

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ccfd_bt::client::{Client, ClientConfig};
-use ccfd_bt::session::{SessionConfig, Snapshot};
-use ccfd_bt::streaming::{PickMode, Stream, StreamOptions};
-use ccfd_bt::watch_server::WatchServer;
+use ccfd_bt::decide::stream_plan::PickMode;
+use ccfd_bt::stream::watch_server::WatchServer;
+use ccfd_bt::stream::{Stream, StreamOptions};
+use ccfd_bt::swarm::{Snapshot, TorrentConfig};
 use ccfd_bt::world::vod::{VodWorld, VodWorldConfig};
 use ccfd_proto::metainfo::Metainfo;
 use ccfd_vod::plan::Policy;
@@ -48,14 +49,14 @@ pub async fn stream_command(args: StreamArgs, dashboard: Option<LogSink>) -> any
     let net = args.net;
     let client = Client::start(net.client_config()).await?;
     let opts =
-        options(&args.playback, args.vod_server, output.clone(), SessionConfig { max_peers: net.max_peers, ..SessionConfig::default() });
+        options(&args.playback, args.vod_server, output.clone(), TorrentConfig { max_peers: net.max_peers, ..TorrentConfig::default() });
     let show = Presentation { json: net.json, view: &args.view, dashboard, mode: "deadline picker".into() };
     let code = run_stream(&client, &meta, &opts, net.peers, show).await;
     client.shutdown();
     code
 }
 
-fn options(p: &PlaybackArgs, server: Option<String>, output: PathBuf, config: SessionConfig) -> StreamOptions {
+fn options(p: &PlaybackArgs, server: Option<String>, output: PathBuf, config: TorrentConfig) -> StreamOptions {
     StreamOptions {
         rate: p.rate * 1000.0,
         delay: p.delay,
@@ -78,7 +79,7 @@ async fn run_stream(
     show: Presentation<'_>,
 ) -> anyhow::Result<ExitCode> {
     let stream = Stream::start(client, meta, opts, peers).await?;
-    let session = stream.session.clone();
+    let torrent = stream.torrent.clone();
     let serving = CancellationToken::new();
     let _stop_serving = serving.clone().drop_guard();
     let watch = match show.view.serve_addr() {
@@ -114,13 +115,13 @@ async fn run_stream(
         if let Some(p) = &mut player {
             p.stop();
         }
-        session.stop().await;
+        torrent.stop().await;
         if !show.json {
             eprintln!("stopped before the end: {} bytes from the VoD server so far, {} stalls", report.server_bytes, report.stalls);
         }
         return Ok(ExitCode::from(130));
     }
-    let snap = session.snapshot();
+    let snap = torrent.snapshot();
     let delay = stream.plan.schedule().playback.delay;
     let report = match tokio::time::timeout(Duration::from_secs(10), stream.finish()).await {
         Ok(r) => r?,
@@ -142,22 +143,22 @@ async fn run_stream(
         }
         _ => {}
     }
-    session.stop().await;
+    torrent.stop().await;
     Ok(if report.stalls == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
 /// Progress lines each second until the download completes; false if a
 /// signal stopped it first.
 async fn progress_lines(stream: &Stream, show: bool, signals: &mut Signals) -> bool {
-    let session = &stream.session;
+    let torrent = &stream.torrent;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut done = session.subscribe_complete();
+    let mut done = torrent.subscribe_complete();
     loop {
         tokio::select! {
             _ = signals.recv() => return false,
             _ = tick.tick() => if show { eprintln!("{}", progress_line(stream)) },
             r = done.changed() => if r.is_err() || *done.borrow() { return true },
-            _ = session.shutdown.cancelled() => return true,
+            _ = torrent.shutdown.cancelled() => return true,
         }
     }
 }
@@ -177,7 +178,7 @@ async fn dashboard(stream: &Stream, mode: String, url: Option<String>, sink: &Lo
         }
     };
     result.context("the dashboard task failed")?.context("the dashboard failed")?;
-    Ok(stream.session.is_complete())
+    Ok(stream.torrent.is_complete())
 }
 
 /// A player started on the `--serve` URL; ended by pid when we stop first.
@@ -225,8 +226,8 @@ impl Drop for Player {
 }
 
 fn progress_line(stream: &Stream) -> String {
-    let now = stream.session.started.elapsed().as_secs_f64();
-    let snap = stream.session.snapshot();
+    let now = stream.torrent.started.elapsed().as_secs_f64();
+    let snap = stream.torrent.snapshot();
     let need = stream.plan.schedule().playback.required_bytes(now);
     let report = stream.report();
     format!(
@@ -339,7 +340,7 @@ pub async fn world_command(args: WorldArgs, dashboard: Option<LogSink>, bundled:
         Client::start(ClientConfig { bind: world.client_ip(0), port: 0, coded: !args.no_coded, ..ClientConfig::default() }).await?;
     let output = dir.join("streamed").join(movie.file_name().unwrap_or_default());
     std::fs::create_dir_all(output.parent().unwrap_or(Path::new(".")))?;
-    let opts = options(&args.playback, None, output.clone(), SessionConfig::default());
+    let opts = options(&args.playback, None, output.clone(), TorrentConfig::default());
     let mode = format!("deadline picker · world of {} peers at {} kB/s", args.peers, args.upload);
     let show = Presentation { json: args.json, view: &args.view, dashboard, mode };
     let code = run_stream(&client, &world.meta.clone(), &opts, Vec::new(), show).await?;

@@ -11,8 +11,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::StreamHandle;
 use crate::http1::{content_type, encode_segment, parse_head, range_response, read_head};
-use crate::streaming::StreamHandle;
 
 /// Seconds of playback ahead of the play head a read may start at without
 /// counting as a seek (players read ahead of what they show).
@@ -28,17 +28,17 @@ pub struct WatchServer {
 }
 
 impl WatchServer {
-    /// Serves `stream`'s file on `listener` until `shutdown` (or the session stops).
+    /// Serves `stream`'s file on `listener` until `shutdown` (or the torrent stops).
     pub fn start(listener: TcpListener, stream: StreamHandle, shutdown: CancellationToken) -> std::io::Result<WatchServer> {
         let addr = listener.local_addr()?;
-        let name = stream.session.meta.files.first().map(|f| f.path.display().to_string()).unwrap_or_else(|| "movie".into());
+        let name = stream.torrent.meta.files.first().map(|f| f.path.display().to_string()).unwrap_or_else(|| "movie".into());
         let url = format!("http://{addr}/{}", encode_segment(&name));
-        let session_done = stream.session.shutdown.clone();
+        let torrent_done = stream.torrent.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let (socket, _) = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = session_done.cancelled() => return,
+                    _ = torrent_done.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
                 tokio::spawn(serve_connection(socket, stream.clone(), name.clone(), shutdown.clone()));
@@ -95,8 +95,8 @@ async fn respond(
         socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
         return Ok(true);
     }
-    let session = &stream.session;
-    let size = session.meta.total_length;
+    let torrent = &stream.torrent;
+    let size = torrent.meta.total_length;
     let (start, end, reply) = match range_response(req.range, size, content_type(name)) {
         Ok(r) => r,
         Err(refusal) => {
@@ -108,30 +108,30 @@ async fn respond(
     if req.head_only {
         return Ok(true);
     }
-    let piece_length = session.meta.piece_length;
+    let piece_length = torrent.meta.piece_length;
     if end > start {
         let piece = (start / piece_length) as u32;
         let schedule = stream.plan.schedule();
-        if is_seek(start, session.has_piece(piece), &schedule.playback, stream.now(), SEEK_WINDOW, piece_length) {
+        if is_seek(start, torrent.has_piece(piece), &schedule.playback, stream.now(), SEEK_WINDOW, piece_length) {
             stream.seek(start);
         }
     }
-    let mut verified = session.subscribe_verified();
+    let mut verified = torrent.subscribe_verified();
     let mut at = start;
     while at < end {
         let piece = (at / piece_length) as u32;
-        // Wait for the piece; the session's end or ours ends the wait.
-        while !session.has_piece(piece) {
+        // Wait for the piece; the torrent's end or ours ends the wait.
+        while !torrent.has_piece(piece) {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(false),
-                _ = session.shutdown.cancelled() => return Ok(false),
+                _ = torrent.shutdown.cancelled() => return Ok(false),
                 r = verified.changed() => if r.is_err() { return Ok(false) },
             }
         }
         let piece_end = (u64::from(piece) + 1) * piece_length;
         let len = (end.min(piece_end) - at).min(CHUNK);
         let mut data = vec![0u8; len as usize];
-        if let Err(e) = session.storage().read_at(at, &mut data) {
+        if let Err(e) = torrent.storage().read_at(at, &mut data) {
             tracing::warn!(error = %e, "--serve: cannot read the movie");
             return Ok(false);
         }

@@ -1,14 +1,15 @@
-//! The announce loop of one session: `started` first, then on the tracker's
+//! The announce loop of one torrent: `started` first, then on the tracker's
 //! interval, sooner when we run short of peers, `completed` once, and
 //! `stopped` on the way out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ccfd_tracker::{AnnounceRequest, Event, TrackerClient, TrackerTiers};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::session::Session;
-use ccfd_tracker::{AnnounceRequest, Event, TrackerTiers};
+use super::{PeerSource, SwarmLink};
 
 /// Peers we ask the tracker for.
 const NUMWANT: u32 = 80;
@@ -18,21 +19,32 @@ const LOW_PEERS: usize = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
-/// Runs until the session shuts down, then sends `stopped`.
-pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
+/// What an announcer needs besides the torrent.
+pub struct Announcer {
+    pub trackers: TrackerClient,
+    pub peer_id: [u8; 20],
+    /// The port peers reach us on.
+    pub port: u16,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs until `shutdown`, then sends `stopped`.
+pub async fn run(announcer: Announcer, swarm: Arc<dyn SwarmLink>, mut tiers: TrackerTiers) {
+    let Announcer { trackers, peer_id, port, shutdown } = announcer;
+    let request = |event, key, tracker_id| request(&*swarm, peer_id, port, event, key, tracker_id);
     if tiers.is_empty() {
         return;
     }
     let key: u32 = rand::random();
     let mut tracker_id = None;
     let mut event = Event::Started;
-    let mut sent_completed = session.is_complete();
+    let mut sent_completed = swarm.status().complete;
     let mut retry = FIRST_RETRY;
-    let mut complete_rx = session.subscribe_complete();
+    let mut complete_rx = swarm.subscribe_complete();
     loop {
-        let req = request(&session, event, key, tracker_id.clone());
+        let req = request(event, key, tracker_id.clone());
         // How long until the next announce, and until an early one when short of peers.
-        let (interval, early) = match tiers.announce(&session.client.trackers, &req).await {
+        let (interval, early) = match tiers.announce(&trackers, &req).await {
             Ok(resp) => {
                 retry = FIRST_RETRY;
                 if let Some(w) = &resp.warning {
@@ -42,13 +54,13 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                     tracker_id = resp.tracker_id.clone();
                 }
                 tracing::info!(peers = resp.peers.len(), interval = ?resp.interval, ?event, "announced");
-                session.add_candidates(resp.peers.iter().copied(), false);
+                swarm.found(resp.peers.clone(), PeerSource::Tracker);
                 if event == Event::Completed {
                     sent_completed = true;
                 }
                 event = Event::None;
                 let min = resp.min_interval.unwrap_or(Duration::ZERO);
-                let early = if session.peer_count() == 0 { Duration::from_secs(10) } else { Duration::from_secs(60) };
+                let early = if swarm.status().peers == 0 { Duration::from_secs(10) } else { Duration::from_secs(60) };
                 (resp.interval, min.max(early))
             }
             Err(e) => {
@@ -65,9 +77,9 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
         let deadline = started + interval;
         loop {
             tokio::select! {
-                _ = session.shutdown.cancelled() => {
-                    let req = request(&session, Event::Stopped, key, tracker_id.clone());
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tiers.announce(&session.client.trackers, &req)).await;
+                _ = shutdown.cancelled() => {
+                    let req = request(Event::Stopped, key, tracker_id.clone());
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tiers.announce(&trackers, &req)).await;
                     return;
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -78,7 +90,8 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    let low = !session.is_complete() && session.peer_count() < LOW_PEERS;
+                    let status = swarm.status();
+                    let low = !status.complete && status.peers < LOW_PEERS;
                     if low && started.elapsed() >= early {
                         break;
                     }
@@ -88,15 +101,15 @@ pub async fn run(session: Arc<Session>, mut tiers: TrackerTiers) {
     }
 }
 
-fn request(session: &Session, event: Event, key: u32, tracker_id: Option<String>) -> AnnounceRequest {
-    let totals = session.totals();
+fn request(swarm: &dyn SwarmLink, peer_id: [u8; 20], port: u16, event: Event, key: u32, tracker_id: Option<String>) -> AnnounceRequest {
+    let status = swarm.status();
     AnnounceRequest {
-        info_hash: session.meta.info_hash,
-        peer_id: session.client.peer_id,
-        port: session.client.listen_addr.port(),
-        uploaded: totals.uploaded,
-        downloaded: totals.downloaded,
-        left: totals.left,
+        info_hash: swarm.info_hash(),
+        peer_id,
+        port,
+        uploaded: status.uploaded,
+        downloaded: status.downloaded,
+        left: status.left,
         event,
         numwant: if event == Event::Stopped { 0 } else { NUMWANT },
         key,

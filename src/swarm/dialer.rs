@@ -1,14 +1,9 @@
-//! Which known addresses to dial, and when to try one again.
-//!
-//! `due` is the decision, pure and tested without sockets; `Session::dial`
-//! is the task that connects and hands a working connection to `peer::run`.
+//! Which known addresses to dial, and when to try one again: pure, tested
+//! without sockets. The dialing itself is `torrent`'s task.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use super::Session;
 
 /// When to try an address again.
 pub(super) struct Candidate {
@@ -48,38 +43,6 @@ pub(super) fn due(
     let dial = waiting.clone().filter(|(_, c)| c.next_try <= now).map(|(a, _)| *a).take(room).collect();
     let next_retry = waiting.map(|(_, c)| c.next_try).filter(|&t| t > now).min();
     (dial, next_retry)
-}
-
-impl Session {
-    /// Connects to `addr` within a client-wide connection slot; a failure
-    /// sets the address's backoff, a success runs the connection.
-    pub(super) async fn dial(self: Arc<Self>, addr: SocketAddr) {
-        let Some(_slot) = self.client.connection_slot() else {
-            self.state.lock().connecting.remove(&addr);
-            return;
-        };
-        let outcome = tokio::time::timeout(self.config.connect_timeout, crate::peer::connect(&self, addr)).await;
-        let stream = match outcome {
-            Ok(Ok(pair)) => Some(pair),
-            Ok(Err(e)) => {
-                tracing::debug!(%addr, error = %e, "connect failed");
-                None
-            }
-            Err(_) => None,
-        };
-        {
-            let mut s = self.state.lock();
-            s.connecting.remove(&addr);
-            if stream.is_none() {
-                if let Some(c) = s.candidates.get_mut(&addr) {
-                    c.failed(Instant::now());
-                }
-            }
-        }
-        if let Some((stream, theirs)) = stream {
-            crate::peer::run(self, stream, addr, theirs).await;
-        }
-    }
 }
 
 #[cfg(test)]

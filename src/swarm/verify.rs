@@ -1,18 +1,33 @@
-//! The verification half of a session: completed pieces are hashed in
+//! The verification half of a swarm: completed pieces are hashed in
 //! batches on the blocking pool, good ones written, and each outcome settled
 //! in the swarm state (have to every peer, or strikes and smart bans).
+//! `run` is the verifier task; `torrent` starts it with the swarm's queue.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{PeerCommand, PieceBuffer, Session, SuspectBlock, SwarmState, MAX_SUSPECTS_PER_PIECE, POOL_LIMIT, VERIFY_BATCH, VERIFY_LINGER};
+use super::{PeerCommand, PieceBuffer, SuspectBlock, Swarm, SwarmState, TorrentError, MAX_SUSPECTS_PER_PIECE, POOL_LIMIT};
+use crate::ccfd::receive::Verdict;
 use crate::storage::{Storage, StorageError};
 use ccfd_proto::hash::{sha1, sha1_batch};
 use ccfd_proto::wire::BLOCK_SIZE;
+
+/// Pieces hashed together: the lanes of `hash::sha1_batch`.
+const VERIFY_BATCH: usize = 8;
+/// Completed pieces waiting for or in verification, at most: one batch
+/// hashing, one filling, and slack.
+pub(super) const VERIFY_SLOTS: usize = 24;
+/// How long the verifier waits for more pieces to fill a batch.
+const VERIFY_LINGER: Duration = Duration::from_millis(3);
+
+/// The completed pieces waiting for the verifier.
+pub struct VerifyQueue(pub(super) mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>);
 
 /// One completed piece on its way through verification.
 struct VerifyJob {
@@ -42,11 +57,13 @@ fn verify_jobs(storage: &Storage, mut jobs: Vec<VerifyJob>) -> Result<Vec<Verify
     Ok(jobs)
 }
 
-impl Session {
-    /// Hashes completed pieces in batches (whatever queued up while the
-    /// previous batch was hashing, up to the 8 SIMD lanes) and writes the
-    /// good ones, on the blocking pool; then settles each piece.
-    pub(super) async fn verifier(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>) {
+impl Swarm {
+    /// The verifier task: hashes completed pieces in batches (whatever
+    /// queued up while the previous batch was hashing, up to the 8 SIMD
+    /// lanes) and writes the good ones, on the blocking pool; then settles
+    /// each piece.
+    pub async fn run_verifier(self: Arc<Self>, queue: VerifyQueue) {
+        let mut rx = queue.0;
         loop {
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -90,8 +107,8 @@ impl Session {
                         self.settle(&mut s, job);
                     }
                 }
-                Ok(Err(e)) => return self.fail(&mut s, e.to_string()),
-                Err(e) => return self.fail(&mut s, format!("hashing task failed: {e}")),
+                Ok(Err(e)) => return self.fail(&mut s, TorrentError::Storage(e)),
+                Err(e) => return self.fail(&mut s, TorrentError::Hashing(e)),
             }
         }
     }
@@ -100,16 +117,27 @@ impl Session {
     fn settle(&self, s: &mut SwarmState, job: VerifyJob) {
         let VerifyJob { piece, buf, good, block_hashes, suspects, .. } = job;
         let PieceBuffer { data, block_from, coded } = buf;
-        if good {
-            self.coded_piece_verified(s, piece, &data);
-        } else if !coded.is_empty() {
-            self.coded_piece_failed(piece, coded);
+        if let Some(c) = &self.coded {
+            if good {
+                for verdict in c.piece_verified(piece, &data) {
+                    match verdict {
+                        Verdict::Ban(ip) => {
+                            tracing::warn!(%ip, piece, "peer proven to have sent a corrupt coded packet");
+                            self.ban(s, ip);
+                        }
+                        Verdict::Strike(ip) => self.strike(s, ip),
+                    }
+                }
+            } else if !coded.is_empty() {
+                c.piece_failed(piece, coded);
+            }
         }
         if s.pool.len() < POOL_LIMIT {
             s.pool.push(data);
         }
         if good {
             s.picker.piece_verified(piece);
+            self.verified.insert(piece);
             self.verified_tx.send_modify(|n| *n += 1);
             for (block, ip, hash) in suspects.unwrap_or_default() {
                 if block_hashes.get(block) != Some(&hash) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-use crate::picker::PeerKey;
+use super::picker::PeerKey;
 
 /// Slot counts and intervals; tests shorten the intervals.
 #[derive(Debug, Clone)]

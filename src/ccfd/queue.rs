@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::link::MAX_CREDITS;
-use super::proto::GENERATION;
+use super::proto::{GENERATION, MAX_CREDITS};
 use ccfd_proto::wire::BlockRef;
 
 /// Credits and progress of one block the peer wants from us.

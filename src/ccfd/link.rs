@@ -1,37 +1,29 @@
 //! One connection's side of coded cooperation.
 //!
 //! Receiving: the connection asks for blocks with `want` (credits), feeds
-//! arriving datagrams to the session's decoders, reports its rank, renews
+//! arriving datagrams to the torrent's decoders, reports its rank, renews
 //! credits when a block stalls (a lost packet costs one more, never a
-//! retransmission) and returns loss and delay feedback.
+//! retransmission) and returns loss and delay feedback. What a datagram
+//! did comes back as an [`ArrivalOutcome`] for the connection to act on:
+//! the link never calls into the swarm.
 //!
-//! Sending: a task per connection holds the peer's wants and credits and
-//! serves them oldest first: systematic packets first, then seeded
-//! combinations of the verified piece, or recodings of what we are still
-//! receiving for a neighbour at a lower rank. It is paced by the client's
-//! upload cap and a delay-based rate (LEDBAT-like): queues slow it down,
-//! random loss does not.
+//! Sending is the task in `sender`, started when both offers agree.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
-
-use super::pacer::Pacer;
-use super::proto::{
-    datagram_packet, encode_datagram, encode_probe, is_probe, Control, DatagramHeader, Offer, DATAGRAM_HEADER, GENERATION, SYMBOL_SIZE,
-};
-use super::queue::{Feed, Queue};
-use super::{Arrival, CodedTransport};
-use crate::picker::PeerKey;
-use crate::session::coded_generation_id;
-use crate::session::{CompletedPiece, Session};
-use ccfd_codec::packet::{Coefficients, Packet};
+use bytes::Bytes;
 use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::proto::{datagram_packet, is_probe, Control, Offer, GENERATION, MAX_CREDITS, SYMBOL_SIZE};
+use super::receive::{generation_id, CodedTorrent, Evidence};
+use super::router::Arrival;
+use super::sender::{SendOrder, Sender};
+use crate::net::{Net, Traffic};
 
 /// Credits for `missing` packets over a path losing `loss` of them: about
 /// the expected losses on top, rounded down. Every credit beyond what a
@@ -42,29 +34,6 @@ fn credits_for(missing: u32, loss: f64) -> u32 {
     let p = loss.clamp(0.0, 0.5);
     missing + (f64::from(missing) * p / (1.0 - p)).floor() as u32
 }
-/// Most blocks a sender interleaves at once, oldest first.
-const SEND_WINDOW: usize = 4;
-/// From sending a block's packet to hearing that it decoded the block:
-/// the feedback period and a local round trip.
-const FEEDBACK_DELAY: f64 = 0.040;
-
-/// Blocks to interleave at `packets_per_second`: enough that a block's
-/// packets leave about one feedback delay apart, so its spare (loss
-/// allowance) packets go out after the receiver could say it is done. A
-/// slow link sends one block at a time: interleaving there only stretches
-/// every block (four at 14 kB/s took 4.7 s each, and missed deadlines).
-fn send_window(packets_per_second: f64) -> usize {
-    ((packets_per_second * FEEDBACK_DELAY).round() as usize).clamp(1, SEND_WINDOW)
-}
-/// Upload-cap tokens a sender takes at once when its allowance runs out:
-/// enough for the packets the block still has credits for (at most a
-/// block and a quarter, about what a plain block takes), so no packet of a
-/// block waits behind another connection's grant.
-fn block_grant(credits: u32, datagram_len: u64) -> u64 {
-    u64::from(credits.clamp(1, GENERATION as u32 + GENERATION as u32 / 4)) * datagram_len
-}
-/// Most credits a sender holds for one block.
-pub(super) const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// A want whose packets stopped for this long (at least) is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(15);
 /// A renewal with no packet back for this long is renewed again.
@@ -72,30 +41,13 @@ const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
 /// dead (the path broke mid-transfer) and falls back to the plain wire.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
-/// A sender opens the path with this many probes, `OPENING_PROBE_EVERY`
-/// apart, before any token wait: the receiver asks for coded blocks only
-/// once one has arrived, so a path that never worked (a firewall, a
-/// TCP-only proxy) costs nothing, and ten probes get through 20% loss.
-const OPENING_PROBES: u32 = 10;
-const OPENING_PROBE_EVERY: Duration = Duration::from_millis(20);
 /// How long a receiver holds its first requests for the opening probes:
 /// a request sent before the path is proven goes plain. Past the third
 /// probe, so a lost probe or two still opens the path; on a blocked path
 /// the connection loses this once.
 const OPENING_WAIT: Duration = Duration::from_millis(50);
-/// A sender waiting for upload tokens probes the path this often: well
-/// inside `DEAD_AFTER`, and a few 16-byte datagrams a second.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Feedback at most this often.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
-
-/// Work for a connection's sender task.
-#[derive(Debug, Clone, Copy)]
-pub enum SendOrder {
-    Control(Control),
-    /// We choke the peer: forget every want.
-    DropAll,
-}
 
 /// One of our wants at this peer.
 struct Want {
@@ -192,20 +144,26 @@ impl PathWatch {
     }
 }
 
+/// A block decoded from coded packets, for the swarm to store like a
+/// plain one; `evidence` names the packets it came from.
+pub struct DecodedBlock {
+    pub block: BlockRef,
+    pub data: Bytes,
+    pub evidence: Vec<Evidence>,
+}
+
 /// What a datagram did, for the connection to act on.
 #[derive(Default)]
 pub struct ArrivalOutcome {
     /// Bytes of innovative payload (for rate estimates).
     pub innovative_bytes: u64,
-    /// The block decoded (it leaves the request pipeline).
-    pub decoded: Option<BlockRef>,
-    /// The block completed its piece: hand it to `Session::verify`.
-    pub completed: Option<CompletedPiece>,
+    /// The block decoded (it leaves the request pipeline and goes to the swarm).
+    pub decoded: Option<DecodedBlock>,
 }
 
 /// The coded side of one connection.
 pub struct CodedLink {
-    transport: Arc<CodedTransport>,
+    coded: Arc<CodedTorrent>,
     our_token: [u8; 8],
     /// The peer's extension id for ccfd, once both offers agree.
     pub peer_msg_id: Option<u8>,
@@ -230,11 +188,11 @@ pub struct CodedLink {
 }
 
 impl CodedLink {
-    /// Registers a connection to `peer_ip` with the transport.
-    pub fn new(transport: Arc<CodedTransport>, peer_ip: IpAddr) -> (CodedLink, mpsc::Receiver<Arrival>) {
-        let (our_token, rx) = transport.register(peer_ip);
+    /// Registers a connection to `peer_ip` with the torrent's router.
+    pub fn new(coded: Arc<CodedTorrent>, peer_ip: IpAddr) -> (CodedLink, mpsc::Receiver<Arrival>) {
+        let (our_token, rx) = coded.router.register(peer_ip);
         let link = CodedLink {
-            transport,
+            coded,
             our_token,
             peer_msg_id: None,
             orders: None,
@@ -256,7 +214,7 @@ impl CodedLink {
 
     /// What we put in our extended handshake.
     pub fn offer(&self) -> Offer {
-        Offer::ours(self.transport.port, self.our_token)
+        Offer::ours(self.coded.router.port(), self.our_token)
     }
 
     pub fn is_active(&self) -> bool {
@@ -287,36 +245,55 @@ impl CodedLink {
         !self.receive_off && self.path.dead(now, !self.wants.is_empty())
     }
 
-    /// Stops receiving coded from this peer; returns the wants to re-request plainly.
+    /// Stops receiving coded from this peer (and from its address on any
+    /// later connection); returns the wants to re-request plainly.
     pub fn fall_back(&mut self) -> Vec<BlockRef> {
         self.receive_off = true;
+        self.coded.set_unreachable(self.peer_ip);
         self.wants.drain().map(|(b, _)| b).collect()
     }
 
-    /// The peer's offer arrived: if it agrees with ours, start sending to it.
-    /// `polluter` makes the sender corrupt every payload (the hostile-peer harness).
-    pub fn activate(&mut self, session: Arc<Session>, key: PeerKey, peer_ip: IpAddr, theirs: &Offer, msg_id: u8, polluter: bool) {
+    /// The peer's offer arrived: if it agrees with ours, start sending to
+    /// it (until `shutdown`, uploads counted in `traffic`). True when the
+    /// link became active.
+    pub fn activate(&mut self, net: Arc<Net>, traffic: Arc<Traffic>, shutdown: CancellationToken, theirs: &Offer, msg_id: u8) -> bool {
         if self.is_active() || !self.offer().compatible(theirs) {
-            return;
+            return false;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let to = SocketAddr::new(peer_ip, theirs.port);
-        session.peer_coded(key);
-        let sender = Sender { session, key, transport: self.transport.clone(), to, token: theirs.token, polluter };
+        let to = SocketAddr::new(self.peer_ip, theirs.port);
+        let sender = Sender { coded: self.coded.clone(), net, traffic, shutdown, to, token: theirs.token };
         tokio::spawn(sender.run(rx));
         self.orders = Some(tx);
         self.peer_msg_id = Some(msg_id);
         self.path.open(Instant::now());
+        true
+    }
+
+    /// Whether `block` may be asked for coded from this peer: the link
+    /// receives, the piece never failed coded, the peer's datagrams reach us.
+    pub fn may_want(&self, block: &BlockRef) -> bool {
+        self.receives() && self.coded.allowed(block.piece) && self.coded.reachable(self.peer_ip)
+    }
+
+    /// Whether this peer's datagrams were found not to reach us.
+    pub fn peer_reachable(&self) -> bool {
+        self.coded.reachable(self.peer_ip)
+    }
+
+    /// Our rank for `block` from any peer (0 when not receiving it).
+    pub fn rank(&self, block: BlockRef) -> u16 {
+        self.coded.rank(block).unwrap_or(0)
     }
 
     /// Asks the peer for `block`; the control message to send.
-    pub fn want(&mut self, session: &Session, block: BlockRef) -> Control {
-        let shared = !session.coded_open(block);
+    pub fn want(&mut self, block: BlockRef) -> Control {
+        let shared = !self.coded.open(block);
         if self.wants.is_empty() {
             self.path.waiting_from(Instant::now());
         }
         // Part of the block may have come from other peers already.
-        let (rank, missing) = rank_and_missing(session, block);
+        let (rank, missing) = self.rank_and_missing(block);
         let credits = credits_for(missing.max(1), self.loss());
         self.wants.insert(block, Want::new(Instant::now(), shared));
         want_message(block, credits, rank, shared)
@@ -359,7 +336,7 @@ impl CodedLink {
     }
 
     /// One datagram from the peer.
-    pub fn on_arrival(&mut self, arrival: Arrival, session: &Session, key: PeerKey, peer_ip: IpAddr) -> ArrivalOutcome {
+    pub fn on_arrival(&mut self, arrival: Arrival) -> ArrivalOutcome {
         let mut out = ArrivalOutcome::default();
         self.path.heard(arrival.at);
         self.received = self.received.wrapping_add(1);
@@ -371,14 +348,14 @@ impl CodedLink {
         // The packet names its piece and generation; the torrent gives the rest.
         let mut block = None;
         let parsed = datagram_packet(&arrival.bytes, |piece, generation| {
-            block = valid_block(session, piece, u32::from(generation).checked_mul(BLOCK_SIZE)?);
-            block.map(coded_generation_id)
+            block = self.coded.valid_block(piece, u32::from(generation).checked_mul(BLOCK_SIZE)?);
+            block.map(generation_id)
         });
         let (Ok(packet), Some(block)) = (parsed, block) else {
             self.wasted += 1;
             return out;
         };
-        let Some(receipt) = session.coded_receive(key, peer_ip, block, &packet) else {
+        let Some(receipt) = self.coded.receive(self.peer_ip, block, &packet) else {
             self.wasted += 1;
             self.late += 1;
             return out;
@@ -391,10 +368,9 @@ impl CodedLink {
         } else {
             self.wasted += 1;
         }
-        if receipt.decoded {
+        if let Some((data, evidence)) = receipt.decoded {
             self.wants.remove(&block);
-            out.decoded = Some(block);
-            out.completed = receipt.completed;
+            out.decoded = Some(DecodedBlock { block, data: Bytes::from(data), evidence });
         }
         out
     }
@@ -409,15 +385,16 @@ impl CodedLink {
 
     /// Every few milliseconds: renew stalled wants and send feedback. Returns
     /// the control messages to send.
-    pub fn on_timer(&mut self, session: &Session) -> Vec<Control> {
+    pub fn on_timer(&mut self) -> Vec<Control> {
         let now = Instant::now();
         let mut out = Vec::new();
         let loss = self.loss();
+        let coded = self.coded.clone();
         for (block, w) in &mut self.wants {
             // Quiet, not a count of packets against credits: packets of an
             // earlier grant still in flight would count against a renewed one.
             if w.stalled(now) {
-                let (rank, missing) = rank_and_missing(session, *block);
+                let (rank, missing) = rank_and_missing(&coded, *block);
                 if missing == 0 {
                     continue;
                 }
@@ -450,7 +427,7 @@ impl Drop for CodedLink {
                 "coded link closed"
             );
         }
-        self.transport.unregister(&self.our_token);
+        self.coded.router.unregister(&self.our_token);
     }
 }
 
@@ -461,203 +438,14 @@ fn want_message(block: BlockRef, credits: u32, rank: u16, shared: bool) -> Contr
 }
 
 /// Our rank for `block` (from any peer) and the packets it still misses.
-fn rank_and_missing(session: &Session, block: BlockRef) -> (u16, u32) {
-    let rank = session.coded_rank(block).unwrap_or(0);
+fn rank_and_missing(coded: &CodedTorrent, block: BlockRef) -> (u16, u32) {
+    let rank = coded.rank(block).unwrap_or(0);
     (rank, (GENERATION as u32).saturating_sub(u32::from(rank)))
 }
 
-/// The block at `piece`/`offset` of this torrent, if there is one.
-fn valid_block(session: &Session, piece: u32, offset: u32) -> Option<BlockRef> {
-    if piece >= session.meta.piece_count() || !offset.is_multiple_of(BLOCK_SIZE) {
-        return None;
-    }
-    let piece_len = session.meta.piece_len(piece);
-    (offset < piece_len).then(|| BlockRef { piece, offset, length: (piece_len - offset).min(BLOCK_SIZE) })
-}
-
-struct Sender {
-    session: Arc<Session>,
-    key: PeerKey,
-    transport: Arc<CodedTransport>,
-    to: SocketAddr,
-    token: [u8; 8],
-    polluter: bool,
-}
-
-/// What a sender task sent, logged when it ends.
-struct SendLog {
-    to: SocketAddr,
-    systematic: u64,
-    seeded: u64,
-    recoded: u64,
-    /// Packets built but dropped: their want went while we waited for tokens.
-    stale: u64,
-}
-
-impl SendLog {
-    fn new(to: SocketAddr) -> SendLog {
-        SendLog { to, systematic: 0, seeded: 0, recoded: 0, stale: 0 }
-    }
-
-    fn count(&mut self, c: &Coefficients) {
-        match c {
-            Coefficients::Systematic(_) => self.systematic += 1,
-            Coefficients::Seeded(_) => self.seeded += 1,
-            Coefficients::Explicit(_) => self.recoded += 1,
-        }
-    }
-}
-
-impl Drop for SendLog {
-    fn drop(&mut self) {
-        if self.systematic + self.seeded + self.recoded > 0 {
-            tracing::debug!(to = %self.to, systematic = self.systematic, seeded = self.seeded, recoded = self.recoded, stale = self.stale, "coded sender ended");
-        }
-    }
-}
-
-impl Sender {
-    async fn run(self, mut orders: mpsc::UnboundedReceiver<SendOrder>) {
-        let mut queue = Queue::default();
-        let mut pacer = Pacer::new(self.session.client.upload_cap());
-        let mut rng = StdRng::from_os_rng();
-        let mut seq = 0u32;
-        // Upload-cap tokens taken about a block's worth at a time, as the
-        // plain uploader takes them: a shared cap then splits fairly between the two.
-        let mut allowance = 0u64;
-        let shutdown = self.session.shutdown.clone();
-        let mut opening = tokio::time::interval(OPENING_PROBE_EVERY);
-        let mut opening_left = OPENING_PROBES;
-        let mut sent = SendLog::new(self.to);
-        loop {
-            if queue.turn.is_empty() {
-                let order = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    o = orders.recv() => match o { Some(o) => o, None => return },
-                    _ = opening.tick(), if opening_left > 0 => {
-                        opening_left -= 1;
-                        self.transport.send(self.to, &encode_probe(&self.next_header(&mut seq))).await;
-                        continue;
-                    }
-                };
-                self.apply(order, &mut queue, &mut pacer);
-            }
-            while let Ok(order) = orders.try_recv() {
-                self.apply(order, &mut queue, &mut pacer);
-            }
-            let window = send_window(pacer.packets_per_second(Instant::now()));
-            let Some(block) = queue.next_block(window) else { continue };
-            let Some(feed) = queue.feeds.get(&block) else { continue };
-            let credits = feed.credits;
-            let Some(mut packet) = self.packet(block, feed, &mut rng).await else {
-                queue.remove(&block);
-                continue;
-            };
-            let len = (DATAGRAM_HEADER + packet.short_encoded_len()) as u64;
-            if allowance < len {
-                // Tokens for the rest of the block at once: a block whose
-                // last packet waits for the next grant (the cap is shared)
-                // completes a whole grant later.
-                let grant = block_grant(credits, len).saturating_sub(allowance);
-                self.wait_for_tokens(grant, &mut seq).await;
-                allowance += grant;
-                // Orders that came meanwhile may have made this packet stale.
-                while let Ok(order) = orders.try_recv() {
-                    self.apply(order, &mut queue, &mut pacer);
-                }
-                if !queue.feeds.contains_key(&block) {
-                    sent.stale += 1;
-                    continue;
-                }
-            }
-            queue.spend(&block);
-            sent.count(&packet.coefficients);
-            if self.polluter {
-                rng.fill(&mut packet.payload[..]);
-            }
-            // A packet proves the path as well as a probe would.
-            opening_left = 0;
-            let datagram = encode_datagram(&self.next_header(&mut seq), &packet);
-            allowance -= datagram.len() as u64;
-            pacer.wait(datagram.len()).await;
-            self.transport.send(self.to, &datagram).await;
-            self.session.on_upload(self.key, SYMBOL_SIZE as u64);
-        }
-    }
-
-    /// Takes `bytes` of the upload cap's tokens. While they are slow to
-    /// come (the cap is shared with other connections) a probe goes out
-    /// every `PROBE_EVERY`, so the receiver sees a working path.
-    async fn wait_for_tokens(&self, bytes: u64, seq: &mut u32) {
-        let tokens = self.session.client.upload.acquire(bytes);
-        tokio::pin!(tokens);
-        loop {
-            tokio::select! {
-                _ = &mut tokens => return,
-                _ = tokio::time::sleep(PROBE_EVERY) => {
-                    self.transport.send(self.to, &encode_probe(&self.next_header(seq))).await;
-                }
-            }
-        }
-    }
-
-    /// The header of our next datagram to the peer, packet or probe: both
-    /// count in the sequence the receiver reports loss and delivery by.
-    fn next_header(&self, seq: &mut u32) -> DatagramHeader {
-        let header = DatagramHeader { token: self.token, seq: *seq, stamp_us: self.transport.stamp() };
-        *seq = seq.wrapping_add(1);
-        header
-    }
-
-    fn apply(&self, order: SendOrder, queue: &mut Queue, pacer: &mut Pacer) {
-        let k = GENERATION as u16;
-        match order {
-            SendOrder::DropAll => queue.clear(),
-            SendOrder::Control(Control::Want { piece, offset, length, credits, rank, shared }) => {
-                let Some(block) = valid_block(&self.session, piece, offset).filter(|b| b.length == length) else { return };
-                queue.add(block, u32::from(credits), 0, rank.min(k), shared);
-            }
-            SendOrder::Control(Control::Rank { piece, offset, rank }) => {
-                let Some(block) = valid_block(&self.session, piece, offset) else { return };
-                if rank >= k {
-                    queue.remove(&block);
-                    return;
-                }
-                if let Some(f) = queue.feeds.get_mut(&block) {
-                    f.their_rank = rank;
-                    return;
-                }
-                // A neighbour receiving this block at a lower rank than ours
-                // while we still receive it too: recode for it, within the gap.
-                let ours = if self.session.has_piece(piece) { None } else { self.session.coded_rank(block) };
-                if let Some(ours) = ours.filter(|&r| r > rank) {
-                    queue.add(block, u32::from(ours - rank), k.into(), rank, false);
-                }
-            }
-            SendOrder::Control(Control::Cancel { piece, offset }) => {
-                if let Some(block) = valid_block(&self.session, piece, offset) {
-                    queue.remove(&block);
-                }
-            }
-            SendOrder::Control(Control::Feedback { highest_seq, delay_us, .. }) => pacer.on_feedback(Instant::now(), highest_seq, delay_us),
-        }
-    }
-
-    /// The next packet of `block` for this peer: from the verified piece
-    /// (systematic first, then seeded), else recoded from what we receive.
-    async fn packet(&self, block: BlockRef, feed: &Feed, rng: &mut StdRng) -> Option<Packet> {
-        let id = coded_generation_id(block);
-        if let Some(split) = self.session.coded_source(block.piece).await {
-            let generation = split.get((block.offset / BLOCK_SIZE) as usize)?;
-            let (coefficients, payload) = if let Some(i) = feed.next_systematic() {
-                (Coefficients::Systematic(i), generation.symbol(usize::from(i)).to_vec())
-            } else {
-                let seed: u64 = rng.random();
-                (Coefficients::Seeded(seed), generation.coded(seed))
-            };
-            return Some(Packet { id, coefficients, payload });
-        }
-        self.session.coded_recode(block, feed.their_rank, rng)
+impl CodedLink {
+    fn rank_and_missing(&self, block: BlockRef) -> (u16, u32) {
+        rank_and_missing(&self.coded, block)
     }
 }
 
@@ -674,28 +462,6 @@ mod tests {
         // A wild estimate is bounded.
         assert_eq!(credits_for(16, 0.99), 32);
         assert_eq!(credits_for(16, -1.0), 16);
-    }
-
-    #[test]
-    fn slow_links_send_one_block_at_a_time() {
-        // A 14 kB/s slot: 14 packets a second.
-        assert_eq!(send_window(14.0), 1);
-        assert_eq!(send_window(50.0), 2);
-        assert_eq!(send_window(1000.0), SEND_WINDOW);
-        assert_eq!(send_window(0.0), 1);
-    }
-
-    #[test]
-    fn a_grant_covers_the_rest_of_a_block() {
-        let k = GENERATION as u32;
-        // A fresh want of a block's systematic packets of 1196 bytes: one grant for all.
-        assert_eq!(block_grant(k, 1196), u64::from(k) * 1196);
-        // The loss allowance at 10% is one packet more.
-        assert_eq!(block_grant(k + 1, 1196), u64::from(k + 1) * 1196);
-        // A renewal for two packets takes two; huge credits are bounded.
-        assert_eq!(block_grant(2, 1208), 2 * 1208);
-        assert_eq!(block_grant(64, 1208), u64::from(k + k / 4) * 1208);
-        assert_eq!(block_grant(0, 1208), 1208);
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Counters and point-in-time views of a session, for trackers, progress
+//! Counters and point-in-time views of a torrent, for trackers, progress
 //! lines, `--json` and the dashboard.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::Session;
+use super::Swarm;
 use ccfd_proto::bitfield::Bitfield;
 
 /// Byte counters for trackers and reports.
@@ -15,7 +15,7 @@ pub struct Totals {
     pub left: u64,
 }
 
-/// A point-in-time view of a session, for progress lines and `--json`.
+/// A point-in-time view of a torrent, for progress lines and `--json`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub pieces_total: u32,
@@ -36,16 +36,18 @@ pub struct Snapshot {
     /// Connected peers, by address.
     pub peer_list: Vec<PeerSnapshot>,
     pub complete: bool,
-    /// Seconds from session start to the last verified piece.
+    /// Seconds from torrent start to the last verified piece.
     pub seconds_to_complete: Option<f64>,
 }
 
-/// One connected peer as the session sees it.
+/// One connected peer as the torrent sees it.
 #[derive(Debug, Clone)]
 pub struct PeerSnapshot {
     pub addr: SocketAddr,
     /// Client name from the peer id (`ccfd-bt 0100`, `libtorrent 2000`).
     pub client: String,
+    /// What carries the connection.
+    pub transport: crate::net::transport::Transport,
     /// Smoothed rates, bytes per second.
     pub down_rate: f64,
     pub up_rate: f64,
@@ -63,10 +65,10 @@ pub struct PeerSnapshot {
     pub is_seed: bool,
 }
 
-impl Session {
+impl Swarm {
     pub fn totals(&self) -> Totals {
         let s = self.state.lock();
-        Totals { downloaded: s.downloaded, uploaded: s.uploaded, left: self.meta.total_length - self.verified_bytes(s.picker.have()) }
+        Totals { downloaded: s.downloaded, uploaded: self.uploaded(), left: self.meta.total_length - self.verified_bytes(s.picker.have()) }
     }
 
     pub(super) fn verified_bytes(&self, have: &Bitfield) -> u64 {
@@ -82,7 +84,7 @@ impl Session {
             verified_bytes: self.verified_bytes(have),
             total_length: self.meta.total_length,
             downloaded: s.downloaded,
-            uploaded: s.uploaded,
+            uploaded: self.uploaded(),
             wasted: s.wasted,
             piece_failures: s.piece_failures,
             peers: s.peers.len(),
@@ -98,6 +100,7 @@ impl Session {
                     .map(|(&key, p)| PeerSnapshot {
                         addr: p.addr,
                         client: ccfd_proto::wire::client_name(&p.peer_id),
+                        transport: p.transport,
                         down_rate: p.down_rate,
                         up_rate: p.up_rate,
                         unchoked: p.unchoked,

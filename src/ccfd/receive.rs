@@ -1,22 +1,29 @@
-//! The session's side of coded cooperation: one decoder per block being
-//! received (several peers may feed it), the split of verified pieces that
-//! senders code from (made once per piece, shared by every receiver), and
-//! the evidence that proves a polluter once a piece it touched verifies.
+//! One torrent's coded cooperation state, shared by its connections: a
+//! decoder per block being received (several peers may feed it), the
+//! split of verified pieces that senders code from (made once per piece,
+//! shared by every receiver), and the evidence that proves a polluter once
+//! a piece it touched verifies.
+//!
+//! It knows the torrent's geometry and storage but not its swarm: a
+//! decoded block goes back to the connection as a value, and a verdict on
+//! a polluter goes back to the verifier, which bans.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use ccfd_codec::kernels::mul_add;
+use ccfd_codec::packet::{Coefficients, GenerationId, Packet};
+use ccfd_codec::{Decoder, Generation};
+use ccfd_proto::bitfield::GrowingSet;
+use ccfd_proto::metainfo::Metainfo;
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
+use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{CompletedPiece, PeerCommand, Session, SwarmState};
-use crate::coded::proto::{GENERATION, SYMBOL_SIZE};
-use crate::picker::PeerKey;
-use ccfd_codec::kernels::mul_add;
-use ccfd_codec::packet::{Coefficients, Packet};
-use ccfd_codec::{Decoder, Generation};
-use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
+use super::proto::{GENERATION, SYMBOL_SIZE};
+use super::router::CodedRouter;
+use crate::storage::Storage;
 
 /// Verified pieces kept split for senders.
 const SOURCE_CACHE: usize = 32;
@@ -37,16 +44,23 @@ pub struct Evidence {
     pub payload: Vec<u8>,
 }
 
+/// What a verified piece proves about a peer whose packet did not fit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A wrong packet made from a verified piece: the sender lied.
+    Ban(IpAddr),
+    /// A wrong recoded packet: the recoder may have been fooled itself.
+    Strike(IpAddr),
+}
+
 struct Assembly {
     decoder: Decoder,
     log: Vec<Evidence>,
 }
 
-/// Coded receive and send state of one torrent.
 #[derive(Default)]
-pub(crate) struct CodedState {
+struct ReceiveState {
     assemblies: HashMap<BlockRef, Assembly>,
-    sources: VecDeque<(u32, Arc<Vec<Generation>>)>,
     /// Packets of pieces that failed their hash, until the piece verifies.
     evidence: HashMap<u32, Vec<Evidence>>,
     /// Pieces to fetch over the plain wire only (a coded attempt failed).
@@ -56,22 +70,63 @@ pub(crate) struct CodedState {
 }
 
 /// What one coded packet did.
-pub struct CodedReceipt {
+pub struct Receipt {
     pub innovative: bool,
     pub rank: u16,
-    /// The block decoded and completed its piece: hand it to `verify`.
-    pub completed: Option<CompletedPiece>,
-    /// The block decoded (its piece may still miss other blocks).
-    pub decoded: bool,
+    /// The block decoded: its bytes and the packets it was made from.
+    pub decoded: Option<(Vec<u8>, Vec<Evidence>)>,
 }
 
-impl Session {
+/// A torrent's coded cooperation.
+pub struct CodedTorrent {
+    pub router: Arc<CodedRouter>,
+    pub meta: Arc<Metainfo>,
+    storage: Arc<Storage>,
+    verified: Arc<GrowingSet>,
+    state: Mutex<ReceiveState>,
+    sources: Mutex<VecDeque<(u32, Arc<Vec<Generation>>)>>,
+    /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
+    pub polluter: bool,
+}
+
+impl CodedTorrent {
+    pub fn new(
+        router: Arc<CodedRouter>,
+        meta: Arc<Metainfo>,
+        storage: Arc<Storage>,
+        verified: Arc<GrowingSet>,
+        polluter: bool,
+    ) -> CodedTorrent {
+        CodedTorrent {
+            router,
+            meta,
+            storage,
+            verified,
+            state: Mutex::new(ReceiveState::default()),
+            sources: Mutex::new(VecDeque::new()),
+            polluter,
+        }
+    }
+
+    /// The block at `piece`/`offset` of this torrent, if there is one.
+    pub fn valid_block(&self, piece: u32, offset: u32) -> Option<BlockRef> {
+        if piece >= self.meta.piece_count() || !offset.is_multiple_of(BLOCK_SIZE) {
+            return None;
+        }
+        let piece_len = self.meta.piece_len(piece);
+        (offset < piece_len).then(|| BlockRef { piece, offset, length: (piece_len - offset).min(BLOCK_SIZE) })
+    }
+
+    pub fn has_piece(&self, piece: u32) -> bool {
+        self.verified.contains(piece)
+    }
+
     /// Starts (or keeps) a decoder for `block`, so packets for it are
     /// accepted. False if one was open already: another peer may be
     /// sending the block too.
-    pub fn coded_open(&self, block: BlockRef) -> bool {
-        let mut coded = self.coded.lock();
-        let std::collections::hash_map::Entry::Vacant(slot) = coded.assemblies.entry(block) else { return false };
+    pub fn open(&self, block: BlockRef) -> bool {
+        let mut state = self.state.lock();
+        let std::collections::hash_map::Entry::Vacant(slot) = state.assemblies.entry(block) else { return false };
         if let Ok(decoder) = Decoder::new(GENERATION, SYMBOL_SIZE, block.length as usize) {
             slot.insert(Assembly { decoder, log: Vec::new() });
         }
@@ -79,64 +134,56 @@ impl Session {
     }
 
     /// Drops the decoder of `block` (the block arrived another way, or we gave up).
-    pub fn coded_close(&self, block: BlockRef) {
-        self.coded.lock().assemblies.remove(&block);
+    pub fn close(&self, block: BlockRef) {
+        self.state.lock().assemblies.remove(&block);
     }
 
     /// Our rank for `block`: K once the piece is verified, the decoder's rank
     /// while receiving, `None` if we neither have nor receive it.
-    pub fn coded_rank(&self, block: BlockRef) -> Option<u16> {
+    pub fn rank(&self, block: BlockRef) -> Option<u16> {
         if self.has_piece(block.piece) {
             return Some(GENERATION as u16);
         }
-        self.coded.lock().assemblies.get(&block).map(|a| a.decoder.rank() as u16)
+        self.state.lock().assemblies.get(&block).map(|a| a.decoder.rank() as u16)
     }
 
     /// Datagrams from `ip` never arrived (NAT, firewall, TCP-only proxy).
-    pub fn coded_unreachable(&self, ip: IpAddr) {
-        self.coded.lock().unreachable.insert(ip);
+    pub fn set_unreachable(&self, ip: IpAddr) {
+        self.state.lock().unreachable.insert(ip);
     }
 
     /// Whether we still ask `ip` for coded packets.
-    pub fn coded_reachable(&self, ip: IpAddr) -> bool {
-        !self.coded.lock().unreachable.contains(&ip)
+    pub fn reachable(&self, ip: IpAddr) -> bool {
+        !self.state.lock().unreachable.contains(&ip)
     }
 
     /// Whether `piece` may travel coded (no coded attempt of it failed).
-    pub fn coded_allowed(&self, piece: u32) -> bool {
-        !self.coded.lock().plain_only.contains(&piece)
+    pub fn allowed(&self, piece: u32) -> bool {
+        !self.state.lock().plain_only.contains(&piece)
     }
 
-    /// Takes one packet for `block` from peer `key` at `ip`. `None`: no
-    /// decoder is open for it (unsolicited) or the packet does not fit.
-    pub fn coded_receive(&self, key: PeerKey, ip: IpAddr, block: BlockRef, packet: &Packet) -> Option<CodedReceipt> {
-        let (innovative, rank, done) = {
-            let mut c = self.coded.lock();
-            let a = c.assemblies.get_mut(&block)?;
-            let coeffs = packet.coefficients.expand(GENERATION);
-            let innovative = a.decoder.receive(&coeffs, &packet.payload).ok()?;
-            if innovative && a.log.len() < LOG_PER_BLOCK {
-                let source = !matches!(packet.coefficients, Coefficients::Explicit(_));
-                a.log.push(Evidence { ip, offset: block.offset, source, coeffs, payload: packet.payload.clone() });
-            }
-            let rank = a.decoder.rank() as u16;
-            let done =
-                if a.decoder.is_complete() { c.assemblies.remove(&block).and_then(|a| Some((a.decoder.data()?, a.log))) } else { None };
-            (innovative, rank, done)
-        };
-        let Some((data, log)) = done else {
-            return Some(CodedReceipt { innovative, rank, completed: None, decoded: false });
-        };
-        // A block decoded for a peer that has since left is dropped, as its plain blocks would be.
-        let completed = self.on_peer_block(key, block, &Bytes::from(data), log);
-        Some(CodedReceipt { innovative, rank, completed, decoded: true })
+    /// Takes one packet for `block` from `ip`. `None`: no decoder is open
+    /// for it (unsolicited) or the packet does not fit.
+    pub fn receive(&self, ip: IpAddr, block: BlockRef, packet: &Packet) -> Option<Receipt> {
+        let mut state = self.state.lock();
+        let a = state.assemblies.get_mut(&block)?;
+        let coeffs = packet.coefficients.expand(GENERATION);
+        let innovative = a.decoder.receive(&coeffs, &packet.payload).ok()?;
+        if innovative && a.log.len() < LOG_PER_BLOCK {
+            let source = !matches!(packet.coefficients, Coefficients::Explicit(_));
+            a.log.push(Evidence { ip, offset: block.offset, source, coeffs, payload: packet.payload.clone() });
+        }
+        let rank = a.decoder.rank() as u16;
+        let decoded =
+            if a.decoder.is_complete() { state.assemblies.remove(&block).and_then(|a| Some((a.decoder.data()?, a.log))) } else { None };
+        Some(Receipt { innovative, rank, decoded })
     }
 
     /// A fresh recoding of what we hold of `block`, for a neighbour at rank
     /// `their_rank`; `None` unless we are still receiving it at a higher rank.
-    pub fn coded_recode(&self, block: BlockRef, their_rank: u16, rng: &mut impl Rng) -> Option<Packet> {
-        let c = self.coded.lock();
-        let a = c.assemblies.get(&block)?;
+    pub fn recode(&self, block: BlockRef, their_rank: u16, rng: &mut impl Rng) -> Option<Packet> {
+        let state = self.state.lock();
+        let a = state.assemblies.get(&block)?;
         if a.decoder.rank() <= usize::from(their_rank) {
             return None;
         }
@@ -145,8 +192,8 @@ impl Session {
     }
 
     /// The split of verified piece `piece` for senders (read once, cached).
-    pub async fn coded_source(&self, piece: u32) -> Option<Arc<Vec<Generation>>> {
-        if let Some((_, g)) = self.coded.lock().sources.iter().find(|(p, _)| *p == piece) {
+    pub async fn source(&self, piece: u32) -> Option<Arc<Vec<Generation>>> {
+        if let Some((_, g)) = self.sources.lock().iter().find(|(p, _)| *p == piece) {
             return Some(g.clone());
         }
         if !self.has_piece(piece) {
@@ -158,30 +205,21 @@ impl Session {
         let blocks: Vec<Generation> =
             data.chunks(BLOCK_SIZE as usize).filter_map(|b| Generation::split(b, GENERATION, SYMBOL_SIZE).ok()?.pop()).collect();
         let split = Arc::new(blocks);
-        let mut c = self.coded.lock();
-        if c.sources.len() >= SOURCE_CACHE {
-            c.sources.pop_front();
+        let mut sources = self.sources.lock();
+        if sources.len() >= SOURCE_CACHE {
+            sources.pop_front();
         }
-        c.sources.push_back((piece, split.clone()));
+        sources.push_back((piece, split.clone()));
         Some(split)
-    }
-
-    /// Tells every connection our rank for `block` (coded have), so a
-    /// neighbour holding more of it may recode for us, and a feeder stops
-    /// once we are done.
-    pub fn coded_announce(&self, block: BlockRef, rank: u16) {
-        for p in self.state.lock().peers.values() {
-            let _ = p.tx.send(PeerCommand::CodedRank(block, rank));
-        }
     }
 
     /// A piece that held coded blocks failed its hash: keep the evidence and
     /// fetch the piece over the plain wire from now on.
-    pub(super) fn coded_piece_failed(&self, piece: u32, evidence: Vec<Evidence>) {
-        let mut c = self.coded.lock();
-        c.plain_only.insert(piece);
-        if c.evidence.len() < MAX_EVIDENCE_PIECES || c.evidence.contains_key(&piece) {
-            let kept = c.evidence.entry(piece).or_default();
+    pub fn piece_failed(&self, piece: u32, evidence: Vec<Evidence>) {
+        let mut state = self.state.lock();
+        state.plain_only.insert(piece);
+        if state.evidence.len() < MAX_EVIDENCE_PIECES || state.evidence.contains_key(&piece) {
+            let kept = state.evidence.entry(piece).or_default();
             kept.extend(evidence);
             kept.truncate(LOG_PER_BLOCK * 64);
         }
@@ -189,28 +227,24 @@ impl Session {
 
     /// `piece` verified with `data`: every packet logged from an earlier
     /// failed attempt is checked against the true blocks. A wrong source
-    /// packet bans its sender; a wrong recoded packet is a strike (the
-    /// recoder may have been fooled itself).
-    pub(super) fn coded_piece_verified(&self, s: &mut SwarmState, piece: u32, data: &[u8]) {
+    /// packet proves its sender lied; a wrong recoded packet is a strike.
+    pub fn piece_verified(&self, piece: u32, data: &[u8]) -> Vec<Verdict> {
         let evidence = {
-            let mut c = self.coded.lock();
-            c.plain_only.remove(&piece);
-            c.assemblies.retain(|b, _| b.piece != piece);
-            c.evidence.remove(&piece)
+            let mut state = self.state.lock();
+            state.plain_only.remove(&piece);
+            state.assemblies.retain(|b, _| b.piece != piece);
+            state.evidence.remove(&piece)
         };
+        let mut verdicts = Vec::new();
         for e in evidence.unwrap_or_default() {
             let start = e.offset as usize;
             let Some(block) = data.get(start..(start + BLOCK_SIZE as usize).min(data.len())) else { continue };
             if consistent(block, &e.coeffs, &e.payload) {
                 continue;
             }
-            if e.source {
-                tracing::warn!(ip = %e.ip, piece, "peer proven to have sent a corrupt coded packet");
-                self.ban(s, e.ip);
-            } else {
-                self.strike(s, e.ip);
-            }
+            verdicts.push(if e.source { Verdict::Ban(e.ip) } else { Verdict::Strike(e.ip) });
         }
+        verdicts
     }
 }
 
@@ -228,8 +262,8 @@ fn consistent(block: &[u8], coeffs: &[u8], payload: &[u8]) -> bool {
 }
 
 /// The codec's id of the generation that is `block`.
-pub fn generation_id(block: BlockRef) -> ccfd_codec::packet::GenerationId {
-    ccfd_codec::packet::GenerationId {
+pub fn generation_id(block: BlockRef) -> GenerationId {
+    GenerationId {
         piece: block.piece,
         generation: (block.offset / BLOCK_SIZE) as u16,
         k: GENERATION as u16,

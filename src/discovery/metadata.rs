@@ -3,26 +3,26 @@
 //! A magnet link (or a bare info-hash) names a torrent without its info
 //! dictionary. We ask peers for the dictionary in 16 KiB pieces over the
 //! BEP 10 extension protocol and trust it only once its SHA-1 equals the
-//! info-hash. The message format and the assembler are pure; `fetch` is the
-//! task that finds peers and talks to them.
+//! info-hash. The messages and the assembler are in `ccfd_proto`; `fetch`
+//! is the task that finds peers and talks to them.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinSet;
-use tokio_util::codec::Framed;
-
-use crate::client::ClientShared;
-use ccfd_proto::extended::{our_ids, ExtendedHandshake, Extension, TheirIds};
+use ccfd_proto::extended::{our_ids, ExtendedError, ExtendedHandshake, Extension, TheirIds};
 use ccfd_proto::magnet::Magnet;
 use ccfd_proto::metainfo::{InfoHash, Metainfo, MetainfoError};
 use ccfd_proto::ut_metadata::{MetadataAssembler, UtMetadata, METADATA_PIECE};
-use ccfd_proto::wire::{Handshake, Message, MessageCodec, HANDSHAKE_LEN};
+use ccfd_proto::wire::{Message, MessageCodec, WireError};
 use ccfd_tracker::{AnnounceRequest, Event, TrackerTiers};
+use futures::{SinkExt, StreamExt};
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::net::handshake::{handshake, HandshakeError, Side};
+use crate::net::Net;
 
 /// Peers asked at once while fetching metadata.
 const PARALLEL_PEERS: usize = 8;
@@ -43,14 +43,32 @@ pub enum MetadataError {
     TimedOut(Duration),
 }
 
+/// Why one peer did not give us the metadata (we try the next).
+#[derive(Debug, thiserror::Error)]
+enum PeerFetchError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Extended(#[from] ExtendedError),
+    #[error(transparent)]
+    Message(#[from] ccfd_proto::ut_metadata::MetadataError),
+    #[error("peer does not support extensions")]
+    NoExtensions,
+    #[error("peer does not serve metadata")]
+    NoMetadata,
+    #[error("peer rejected metadata piece {0}")]
+    Rejected(u32),
+    #[error("connection closed before the metadata arrived")]
+    Closed,
+}
+
 /// Finds peers (trackers, then `peers`) and fetches the info dictionary from
 /// whichever of them answers first with bytes that match the info-hash.
-pub async fn fetch(
-    client: Arc<ClientShared>,
-    magnet: &Magnet,
-    extra_peers: &[SocketAddr],
-    limit: Duration,
-) -> Result<Metainfo, MetadataError> {
+pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], limit: Duration) -> Result<Metainfo, MetadataError> {
     let deadline = tokio::time::Instant::now() + limit;
     let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     let mut trackers = TrackerTiers::new(tiers.clone(), &mut rand::rng());
@@ -65,8 +83,8 @@ pub async fn fetch(
         if !trackers.is_empty() && tokio::time::Instant::now() >= next_announce {
             let req = AnnounceRequest {
                 info_hash: magnet.info_hash,
-                peer_id: client.peer_id,
-                port: client.listen_addr.port(),
+                peer_id: net.peer_id,
+                port: net.listen_addr.port(),
                 uploaded: 0,
                 downloaded: 0,
                 // Unknown until we have the metadata; non-zero so we count as a leecher.
@@ -76,7 +94,7 @@ pub async fn fetch(
                 key: rand::random(),
                 tracker_id: None,
             };
-            match trackers.announce(&client.trackers, &req).await {
+            match trackers.announce(&net.trackers, &req).await {
                 Ok(resp) => queue.extend(resp.peers),
                 Err(e) => tracing::warn!(error = %e, "announce for metadata failed"),
             }
@@ -85,11 +103,11 @@ pub async fn fetch(
         }
         while tasks.len() < PARALLEL_PEERS {
             let Some(addr) = queue.pop() else { break };
-            if addr == client.listen_addr || !tried.insert(addr) {
+            if addr == net.listen_addr || !tried.insert(addr) {
                 continue;
             }
-            let (client, info_hash) = (client.clone(), magnet.info_hash);
-            tasks.spawn(async move { (addr, tokio::time::timeout(PER_PEER_TIMEOUT, fetch_from(&client, addr, info_hash)).await) });
+            let (net, info_hash) = (net.clone(), magnet.info_hash);
+            tasks.spawn(async move { (addr, tokio::time::timeout(PER_PEER_TIMEOUT, fetch_from(&net, addr, info_hash)).await) });
         }
         let wake = if trackers.is_empty() { deadline } else { next_announce.min(deadline) };
         tokio::select! {
@@ -114,45 +132,43 @@ pub async fn fetch(
 }
 
 /// Connects to one peer and asks it for the whole dictionary.
-async fn fetch_from(client: &ClientShared, addr: SocketAddr, info_hash: InfoHash) -> anyhow::Result<Vec<u8>> {
-    let mut stream = client.connect(addr).await?;
-    stream.write_all(&Handshake::new(info_hash, client.peer_id).to_bytes()).await?;
-    let mut buf = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut buf).await?;
-    let theirs = Handshake::parse(&buf)?;
-    anyhow::ensure!(theirs.info_hash == info_hash, "peer answered for another torrent");
-    anyhow::ensure!(theirs.supports_extensions(), "peer does not support extensions");
-    let mut framed = Framed::new(stream, MessageCodec);
+async fn fetch_from(net: &Net, addr: SocketAddr, info_hash: InfoHash) -> Result<Vec<u8>, PeerFetchError> {
+    let mut stream = net.connect(addr).await?;
+    let theirs = handshake(&mut stream, Side::Dialer(info_hash), net.peer_id).await?;
+    if !theirs.supports_extensions() {
+        return Err(PeerFetchError::NoExtensions);
+    }
+    let mut reader = FramedRead::new(stream.read, MessageCodec);
+    let mut writer = FramedWrite::new(stream.write, MessageCodec);
     let ours = ExtendedHandshake { m: our_ids([Extension::UtMetadata]), ..Default::default() };
-    framed.send(Message::Extended { id: 0, payload: ours.to_bytes() }).await?;
-    let mut assembler: Option<(u8, MetadataAssembler)> = None;
-    while let Some(msg) = framed.next().await {
+    writer.send(Message::Extended { id: 0, payload: ours.to_bytes() }).await?;
+    let mut assembler: Option<MetadataAssembler> = None;
+    while let Some(msg) = reader.next().await {
         match msg? {
             Message::Extended { id: 0, payload } => {
                 let hs = ExtendedHandshake::parse(&payload)?;
                 let their_id = TheirIds::from_handshake(&hs).get(Extension::UtMetadata);
-                let (Some(id), Some(size)) = (their_id, hs.metadata_size) else { anyhow::bail!("peer does not serve metadata") };
+                let (Some(id), Some(size)) = (their_id, hs.metadata_size) else { return Err(PeerFetchError::NoMetadata) };
                 let parts = MetadataAssembler::new(u64::try_from(size).unwrap_or(0))?;
                 // The dictionary is small: ask for every piece at once.
                 for piece in 0..parts.piece_count() {
-                    framed.send(Message::Extended { id, payload: UtMetadata::Request { piece }.to_bytes() }).await?;
+                    writer.send(Message::Extended { id, payload: UtMetadata::Request { piece }.to_bytes() }).await?;
                 }
-                assembler = Some((id, parts));
+                assembler = Some(parts);
             }
             Message::Extended { id, payload } if Extension::from_our_id(id) == Some(Extension::UtMetadata) => {
-                let Some((_, parts)) = assembler.as_mut() else { continue };
+                let Some(parts) = assembler.as_mut() else { continue };
                 match UtMetadata::parse(&payload)? {
                     UtMetadata::Data { piece, data, .. } => parts.receive(piece, &data)?,
-                    UtMetadata::Reject { piece } => anyhow::bail!("peer rejected metadata piece {piece}"),
+                    UtMetadata::Reject { piece } => return Err(PeerFetchError::Rejected(piece)),
                     UtMetadata::Request { .. } => {}
                 }
-                if parts.is_complete() {
-                    let (_, parts) = assembler.take().unwrap_or_else(|| unreachable!());
+                if let Some(parts) = assembler.take_if(|p| p.is_complete()) {
                     return Ok(parts.finish(&info_hash)?);
                 }
             }
             _ => {}
         }
     }
-    anyhow::bail!("connection closed before the metadata arrived")
+    Err(PeerFetchError::Closed)
 }

@@ -1,53 +1,60 @@
-//! One torrent being downloaded or seeded.
+//! One torrent's swarm: what we know and decide about its peers and pieces.
 //!
 //! `SwarmState` (behind a short-held mutex, never across an `.await`) owns
-//! the picker, the buffers of pieces in flight, and a handle per connected
-//! peer. Peer tasks call in to pick blocks and hand over data; completed
-//! pieces are hashed and written on the blocking pool, and only a verified
-//! piece is marked done and announced with `have`.
+//! the picker, the buffers of pieces in flight, and an entry per connected
+//! peer. Peer connections call in with events (a bitfield, a block, a
+//! choke) and get decisions back (blocks to request, whether to be
+//! interested); the swarm talks to each connection only through its
+//! command channel. `tick` (swarm::tick) is the periodic decision: rates,
+//! choking, which known addresses to dial and when to wake. The tasks that
+//! drive a swarm (dialing, verifying, announcing) are started by
+//! `torrent::Torrent::start`, the only way to start a torrent.
 //!
 //! Why a mutex and not an actor: the hot path is one short critical section
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
-mod coded;
 mod dialer;
 mod stats;
+mod tick;
 mod verify;
 
-pub use coded::{generation_id as coded_generation_id, CodedReceipt, Evidence};
 pub use stats::{PeerSnapshot, Snapshot, Totals};
+pub use tick::Tick;
+pub use verify::VerifyQueue;
 
 use dialer::Candidate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ccfd_proto::bitfield::{Bitfield, GrowingSet};
+use ccfd_proto::metainfo::Metainfo;
+use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
+use ccfd_vod::plan::PeerView;
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::choker::{ChokeInput, Choker, ChokerConfig};
-use crate::client::ClientShared;
-use crate::picker::{BlockOutcome, PeerKey, Picker, Progress};
+use crate::ccfd::receive::Evidence;
+use crate::ccfd::{CodedRouter, CodedTorrent};
+use crate::decide::choker::{Choker, ChokerConfig};
+use crate::decide::picker::{BlockOutcome, PeerKey, Picker, Progress};
+use crate::decide::stream_plan::{self, StreamPlan, SERVER_KEY};
+use crate::decide::superseed::SuperSeed;
+use crate::net::transport::Transport;
+use crate::net::{Net, Traffic};
 use crate::storage::{OpenMode, Storage, StorageError};
-use crate::streaming::{self, StreamPlan, SERVER_KEY};
-use crate::superseed::SuperSeed;
-use ccfd_proto::bitfield::Bitfield;
-use ccfd_proto::metainfo::Metainfo;
-use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
-use ccfd_tracker::TrackerTiers;
-use ccfd_vod::plan::PeerView;
 
-/// Tunables of one session; tests shorten the timeouts.
+/// Tunables of one torrent; tests shorten the timeouts.
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
+pub struct TorrentConfig {
     /// Connections per torrent, inbound and outbound together.
     pub max_peers: usize,
     /// Tit-for-tat slots and intervals.
@@ -63,9 +70,9 @@ pub struct SessionConfig {
     pub super_seed: bool,
 }
 
-impl Default for SessionConfig {
+impl Default for TorrentConfig {
     fn default() -> Self {
-        SessionConfig {
+        TorrentConfig {
             max_peers: 50,
             choker: ChokerConfig::default(),
             snub_timeout: Duration::from_secs(20),
@@ -77,7 +84,20 @@ impl Default for SessionConfig {
     }
 }
 
-/// Messages from the session to one peer task.
+/// What stopped a torrent: the command line reports it and exits.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the hashing task failed: {0}")]
+    Hashing(#[from] tokio::task::JoinError),
+    #[error("the VoD server failed piece {piece} {attempts} times")]
+    VodServer { piece: u32, attempts: u32 },
+    #[error("stopped")]
+    Stopped,
+}
+
+/// Messages from the swarm to one peer connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerCommand {
     /// We verified this piece: tell the peer.
@@ -105,10 +125,20 @@ pub enum Rejected {
     Full,
 }
 
+/// An admitted connection: its key, its command channel, and the counter
+/// its uploads go to.
+pub struct Admitted {
+    pub key: PeerKey,
+    pub commands: mpsc::UnboundedReceiver<PeerCommand>,
+    pub traffic: Arc<Traffic>,
+}
+
 struct PeerEntry {
     addr: SocketAddr,
     peer_id: [u8; 20],
+    transport: Transport,
     tx: mpsc::UnboundedSender<PeerCommand>,
+    traffic: Arc<Traffic>,
     interested: bool,
     unchoked: bool,
     /// It chokes us (every connection starts choked).
@@ -120,7 +150,6 @@ struct PeerEntry {
     snubbed: bool,
     /// Bytes this tick, and smoothed rates in bytes per second.
     down_tick: u64,
-    up_tick: u64,
     down_rate: f64,
     up_rate: f64,
     /// Super-seeding: the pieces this peer was shown and does not have yet.
@@ -142,17 +171,10 @@ struct PieceBuffer {
 type SuspectBlock = (usize, IpAddr, [u8; 20]);
 /// Suspect blocks kept per piece, across failed attempts.
 const MAX_SUSPECTS_PER_PIECE: usize = 1024;
-/// Pieces hashed together: the lanes of `hash::sha1_batch`.
-const VERIFY_BATCH: usize = 8;
 /// Free piece buffers kept for reuse.
 const POOL_LIMIT: usize = 16;
-/// Completed pieces waiting for or in verification, at most: one batch
-/// hashing, one filling, and slack.
-const VERIFY_SLOTS: usize = 24;
-/// How long the verifier waits for more pieces to fill a batch.
-const VERIFY_LINGER: Duration = Duration::from_millis(3);
 
-/// A piece whose last block just arrived.
+/// A piece whose last block just arrived: hand it to `Swarm::verify`.
 pub struct CompletedPiece {
     piece: u32,
     buf: PieceBuffer,
@@ -174,7 +196,6 @@ struct SwarmState {
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
-    uploaded: u64,
     wasted: u64,
     piece_failures: u32,
     bytes_from: BTreeMap<SocketAddr, u64>,
@@ -185,44 +206,150 @@ struct SwarmState {
     completed_at: Option<Instant>,
 }
 
-/// A running torrent.
-pub struct Session {
+impl SwarmState {
+    fn new(meta: &Metainfo, have: Bitfield, config: &TorrentConfig, completed_at: Option<Instant>, rng: &mut StdRng) -> SwarmState {
+        SwarmState {
+            picker: Picker::new(meta.piece_length, meta.total_length, have, rng),
+            buffers: HashMap::new(),
+            peers: HashMap::new(),
+            candidates: HashMap::new(),
+            connecting: HashSet::new(),
+            strikes: HashMap::new(),
+            banned: HashSet::new(),
+            suspects: HashMap::new(),
+            pool: Vec::new(),
+            choker: Choker::new(config.choker.clone()),
+            superseed: SuperSeed::new(meta.piece_count()),
+            next_key: 1,
+            rng: StdRng::from_rng(rng),
+            downloaded: 0,
+            wasted: 0,
+            piece_failures: 0,
+            bytes_from: BTreeMap::new(),
+            server_bytes: 0,
+            coded_bytes: 0,
+            completed_at,
+        }
+    }
+
+    /// Adds addresses to try; `pinned` ones are retried for the torrent's
+    /// life. True if any is new.
+    fn add_candidates(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool, ours: SocketAddr, now: Instant) -> bool {
+        let mut fresh = false;
+        for addr in addrs {
+            if addr == ours || self.banned.contains(&addr.ip()) {
+                continue;
+            }
+            let candidate = self.candidates.entry(addr).or_insert_with(|| {
+                fresh = true;
+                Candidate { next_try: now, failures: 0, pinned }
+            });
+            candidate.pinned |= pinned;
+        }
+        fresh
+    }
+
+    /// Admits a handshaken connection, or says why not.
+    fn admit(
+        &mut self,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        transport: Transport,
+        traffic: Arc<Traffic>,
+        max_peers: usize,
+    ) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
+        if self.banned.contains(&addr.ip()) {
+            return Err(Rejected::Banned);
+        }
+        if self.peers.values().any(|p| p.peer_id == peer_id || p.addr == addr) {
+            // Another address of a peer we already talk to (its listening
+            // port while it dialed us from another): back off as after a
+            // failure instead of dialing it again every second.
+            if let Some(c) = self.candidates.get_mut(&addr) {
+                c.failed(Instant::now());
+            }
+            return Err(Rejected::Duplicate);
+        }
+        if self.peers.len() >= max_peers {
+            return Err(Rejected::Full);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let entry = PeerEntry {
+            addr,
+            peer_id,
+            transport,
+            tx,
+            traffic,
+            interested: false,
+            unchoked: false,
+            chokes_us: true,
+            coded: false,
+            is_seed: false,
+            snubbed: false,
+            down_tick: 0,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            shown: Vec::new(),
+        };
+        self.peers.insert(key, entry);
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.failures = 0;
+        }
+        Ok((key, rx))
+    }
+}
+
+/// A torrent's swarm, shared by its connections and tasks.
+pub struct Swarm {
     pub meta: Arc<Metainfo>,
-    pub client: Arc<ClientShared>,
-    pub config: SessionConfig,
+    pub net: Arc<Net>,
+    pub config: TorrentConfig,
     storage: Arc<Storage>,
     state: Mutex<SwarmState>,
+    /// The verified pieces, readable without the state lock.
+    verified: Arc<GrowingSet>,
+    /// Bytes uploaded over all connections (the connections' `Traffic` adds to it).
+    uploaded: Arc<AtomicU64>,
     complete_tx: watch::Sender<bool>,
     /// How many pieces are verified (and written): readers of the file wait on it.
     verified_tx: watch::Sender<u32>,
-    fatal: Mutex<Option<String>>,
-    announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    fatal: Mutex<Option<Arc<TorrentError>>>,
     /// Set while streaming: the picker follows its deadlines.
     stream: Mutex<Option<Arc<StreamPlan>>>,
     verify_tx: mpsc::UnboundedSender<(u32, PieceBuffer, OwnedSemaphorePermit)>,
     /// Pieces in verification at once: the backpressure that bounds memory
     /// when the network outruns hashing.
     verify_slots: Arc<Semaphore>,
-    /// Coded cooperation: decoders, the source cache, evidence.
-    coded: Mutex<coded::CodedState>,
-    /// Wakes the dialer when a tracker or the user hands us new addresses,
-    /// so they are dialed at once instead of at the next tick.
-    new_candidates: Notify,
+    /// Coded cooperation, when the client offers it.
+    pub coded: Option<Arc<CodedTorrent>>,
+    /// Wakes the dialer when new addresses arrive or a peer leaves, so
+    /// they are dialed at once instead of at the next tick.
+    wake_dialer: Notify,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
 
-impl Session {
-    /// Opens storage (re-checking any data already there) and starts the
-    /// session's tasks: announcing, connecting, unchoking.
-    pub async fn start(
-        client: Arc<ClientShared>,
+/// How coded cooperation is set up for a new torrent.
+#[derive(Clone)]
+pub struct CodedSetup {
+    pub router: Arc<CodedRouter>,
+    /// Corrupt every coded payload we send (the hostile-peer tests).
+    pub polluter: bool,
+}
+
+impl Swarm {
+    /// Opens storage (re-checking any data already there). The returned
+    /// queue is the verifier's input: `torrent::Torrent::start` runs it.
+    pub async fn open(
+        net: Arc<Net>,
+        coded: Option<CodedSetup>,
         meta: Arc<Metainfo>,
         root: &Path,
         mode: OpenMode,
-        config: SessionConfig,
-        peers: Vec<SocketAddr>,
-    ) -> Result<Arc<Session>, StorageError> {
+        config: TorrentConfig,
+    ) -> Result<(Arc<Swarm>, VerifyQueue), StorageError> {
         let started = Instant::now();
         let (storage, have) = {
             let meta = meta.clone();
@@ -238,67 +365,31 @@ impl Session {
         tracing::info!(verified = have.count(), total = have.len(), "storage checked");
         let mut rng = StdRng::from_os_rng();
         let complete = have.is_full();
-        let picker = Picker::new(meta.piece_length, meta.total_length, have, &mut rng);
+        let storage = Arc::new(storage);
+        let verified = Arc::new(GrowingSet::new(&have));
+        let coded = coded.map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter)));
+        let state = SwarmState::new(&meta, have, &config, complete.then_some(started), &mut rng);
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
-        let choker = Choker::new(config.choker.clone());
-        let session = Arc::new(Session {
-            client: client.clone(),
+        let swarm = Arc::new(Swarm {
+            shutdown: net.shutdown.child_token(),
+            net,
             config,
-            storage: Arc::new(storage),
-            state: Mutex::new(SwarmState {
-                picker,
-                buffers: HashMap::new(),
-                peers: HashMap::new(),
-                candidates: HashMap::new(),
-                connecting: HashSet::new(),
-                strikes: HashMap::new(),
-                banned: HashSet::new(),
-                suspects: HashMap::new(),
-                pool: Vec::new(),
-                choker,
-                superseed: SuperSeed::new(meta.piece_count()),
-                next_key: 1,
-                rng: StdRng::from_rng(&mut rng),
-                downloaded: 0,
-                uploaded: 0,
-                wasted: 0,
-                piece_failures: 0,
-                bytes_from: BTreeMap::new(),
-                server_bytes: 0,
-                coded_bytes: 0,
-                completed_at: complete.then_some(started),
-            }),
+            storage,
+            state: Mutex::new(state),
+            verified,
+            uploaded: Arc::new(AtomicU64::new(0)),
             complete_tx: watch::channel(complete).0,
             verified_tx: watch::channel(0).0,
             fatal: Mutex::new(None),
-            announcer: Mutex::new(None),
             stream: Mutex::new(None),
             verify_tx,
-            verify_slots: Arc::new(Semaphore::new(VERIFY_SLOTS)),
-            coded: Mutex::new(coded::CodedState::default()),
-            new_candidates: Notify::new(),
-            shutdown: client.shutdown.child_token(),
+            verify_slots: Arc::new(Semaphore::new(verify::VERIFY_SLOTS)),
+            coded,
+            wake_dialer: Notify::new(),
             started,
-            meta: meta.clone(),
+            meta,
         });
-        session.add_candidates(peers, true);
-        client.add_session(session.clone());
-        let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rng);
-        *session.announcer.lock() = Some(tokio::spawn(crate::announce::run(session.clone(), tiers)));
-        tokio::spawn(session.clone().maintain());
-        tokio::spawn(session.clone().verifier(verify_rx));
-        Ok(session)
-    }
-
-    /// Stops every task of this session and waits (a few seconds at most)
-    /// for the tracker to hear `stopped`.
-    pub async fn stop(&self) {
-        self.shutdown.cancel();
-        self.client.remove_session(&self.meta.info_hash);
-        let announcer = self.announcer.lock().take();
-        if let Some(handle) = announcer {
-            let _ = tokio::time::timeout(Duration::from_secs(6), handle).await;
-        }
+        Ok((swarm, VerifyQueue(verify_rx)))
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -319,8 +410,8 @@ impl Session {
         self.verified_tx.subscribe()
     }
 
-    /// A fatal error (disk full, files removed) that stopped the session.
-    pub fn fatal_error(&self) -> Option<String> {
+    /// A fatal error (disk full, files removed) that stopped the torrent.
+    pub fn fatal_error(&self) -> Option<Arc<TorrentError>> {
         self.fatal.lock().clone()
     }
 
@@ -335,74 +426,44 @@ impl Session {
 
     /// Whether piece `piece` is verified (we may serve it).
     pub fn has_piece(&self, piece: u32) -> bool {
-        self.state.lock().picker.have().get(piece)
+        self.verified.contains(piece)
     }
 
-    /// Adds addresses to try; `pinned` ones are retried for the session's life.
+    /// Adds addresses to try; `pinned` ones (the user's `--peer`) are
+    /// retried for the torrent's life, even once it is complete.
     pub fn add_candidates(&self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool) {
+        if self.state.lock().add_candidates(addrs, pinned, self.net.listen_addr, Instant::now()) {
+            self.wake_dialer.notify_one();
+        }
+    }
+
+    /// Waits until new candidates arrive or a peer leaves.
+    pub async fn dialer_woken(&self) {
+        self.wake_dialer.notified().await
+    }
+
+    /// A dial ended without a connection: back the address off.
+    pub fn dial_failed(&self, addr: SocketAddr) {
         let mut s = self.state.lock();
-        let now = Instant::now();
-        let mut fresh = false;
-        for addr in addrs {
-            if addr == self.client.listen_addr || s.banned.contains(&addr.ip()) {
-                continue;
-            }
-            let candidate = s.candidates.entry(addr).or_insert_with(|| {
-                fresh = true;
-                Candidate { next_try: now, failures: 0, pinned }
-            });
-            candidate.pinned |= pinned;
+        s.connecting.remove(&addr);
+        if let Some(c) = s.candidates.get_mut(&addr) {
+            c.failed(Instant::now());
         }
-        if fresh {
-            self.new_candidates.notify_one();
-        }
+    }
+
+    /// A dial reached the peer (the connection now runs or was refused).
+    pub fn dial_connected(&self, addr: SocketAddr) {
+        self.state.lock().connecting.remove(&addr);
     }
 
     /// Admits a handshaken connection.
-    pub fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20]) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
-        let mut s = self.state.lock();
-        if peer_id == self.client.peer_id {
+    pub fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], transport: Transport) -> Result<Admitted, Rejected> {
+        if peer_id == self.net.peer_id {
             return Err(Rejected::SelfConnection);
         }
-        if s.banned.contains(&addr.ip()) {
-            return Err(Rejected::Banned);
-        }
-        if s.peers.values().any(|p| p.peer_id == peer_id || p.addr == addr) {
-            // Another address of a peer we already talk to (its listening
-            // port while it dialed us from another): back off as after a
-            // failure instead of dialing it again every second.
-            if let Some(c) = s.candidates.get_mut(&addr) {
-                c.failed(Instant::now());
-            }
-            return Err(Rejected::Duplicate);
-        }
-        if s.peers.len() >= self.config.max_peers {
-            return Err(Rejected::Full);
-        }
-        let key = s.next_key;
-        s.next_key += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let entry = PeerEntry {
-            addr,
-            peer_id,
-            tx,
-            interested: false,
-            unchoked: false,
-            chokes_us: true,
-            coded: false,
-            is_seed: false,
-            snubbed: false,
-            down_tick: 0,
-            up_tick: 0,
-            down_rate: 0.0,
-            up_rate: 0.0,
-            shown: Vec::new(),
-        };
-        s.peers.insert(key, entry);
-        if let Some(c) = s.candidates.get_mut(&addr) {
-            c.failures = 0;
-        }
-        Ok((key, rx))
+        let traffic = Arc::new(Traffic::new(self.uploaded.clone()));
+        let (key, commands) = self.state.lock().admit(addr, peer_id, transport, traffic.clone(), self.config.max_peers)?;
+        Ok(Admitted { key, commands, traffic })
     }
 
     /// A connection ended: its pieces and requests leave the plan.
@@ -416,7 +477,7 @@ impl Session {
             let never_got: Vec<u32> = p.shown.iter().copied().filter(|&piece| !has.get(piece)).collect();
             s.superseed.withdraw(&never_got);
             // A slot is free and the address has a retry time: the dialer plans again.
-            self.new_candidates.notify_one();
+            self.wake_dialer.notify_one();
         }
     }
 
@@ -473,7 +534,7 @@ impl Session {
         if let Some(p) = s.peers.get_mut(&key) {
             p.interested = interested;
         }
-        self.rechoke(&mut s, Instant::now());
+        s.rechoke(Instant::now(), self.config.super_seed);
     }
 
     /// The peer stopped (or resumed) sending what we request.
@@ -514,7 +575,7 @@ impl Session {
         match plan {
             Some(plan) => {
                 let now = self.started.elapsed().as_secs_f64();
-                streaming::pick(&plan, picker, key, has, max, PeerView { rate, queued }, now, rng)
+                stream_plan::pick(&plan, picker, key, has, max, PeerView { rate, queued }, now, rng)
             }
             None => picker.pick(key, has, max, rng),
         }
@@ -571,8 +632,13 @@ impl Session {
         self.on_peer_block(key, block, data, Vec::new())
     }
 
-    /// A block from a connected peer, plain or (with its `evidence`) decoded
-    /// from coded packets: credits the peer and stores the block.
+    /// A block decoded from a peer's coded packets (`evidence`).
+    pub fn on_coded_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
+        self.on_peer_block(key, block, data, evidence)
+    }
+
+    /// A block from a connected peer, plain or decoded: credits the peer and
+    /// stores the block. A block for a peer that has since left is dropped.
     fn on_peer_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
         let mut s = self.state.lock();
         let peer = s.peers.get_mut(&key)?;
@@ -641,126 +707,43 @@ impl Session {
         let _ = self.verify_tx.send((done.piece, done.buf, permit));
     }
 
-    /// Counts bytes we uploaded to a peer.
-    pub fn on_upload(&self, key: PeerKey, bytes: u64) {
-        let mut s = self.state.lock();
-        s.uploaded += bytes;
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.up_tick += bytes;
+    /// Tells every connection our rank for `block` (coded have), so a
+    /// neighbour holding more of it may recode for us, and a feeder stops
+    /// once we are done.
+    pub fn coded_announce(&self, block: BlockRef, rank: u16) {
+        for p in self.state.lock().peers.values() {
+            let _ = p.tx.send(PeerCommand::CodedRank(block, rank));
         }
     }
 
-    /// Stops the session with a fatal error the command line reports.
-    pub fn abort(&self, error: String) {
+    /// Stops the torrent with a fatal error the command line reports.
+    pub fn abort(&self, error: TorrentError) {
         let mut s = self.state.lock();
         self.fail(&mut s, error);
     }
 
-    fn fail(&self, s: &mut SwarmState, error: String) {
-        tracing::error!(%error, "session stopped");
-        *self.fatal.lock() = Some(error);
+    fn fail(&self, s: &mut SwarmState, error: TorrentError) {
+        tracing::error!(%error, "torrent stopped");
+        *self.fatal.lock() = Some(Arc::new(error));
         for p in s.peers.values() {
             let _ = p.tx.send(PeerCommand::Close);
         }
         self.shutdown.cancel();
     }
 
-    /// Applies the choker's decision: choke and unchoke the peers whose state changes.
-    fn rechoke(&self, s: &mut SwarmState, now: Instant) {
-        let seeding = s.picker.is_complete();
-        let inputs: Vec<ChokeInput> = s
-            .peers
-            .iter()
-            .map(|(&key, p)| ChokeInput {
-                key,
-                interested: p.interested,
-                rate: if seeding { p.up_rate } else { p.down_rate },
-                snubbed: p.snubbed && !seeding,
-            })
-            .collect();
-        let super_seeding = seeding && self.config.super_seed;
-        let SwarmState { choker, rng, peers, superseed, .. } = s;
-        let unchoke = choker.unchoked(now, &inputs, super_seeding, rng);
-        for (key, p) in peers.iter_mut() {
-            let want = unchoke.contains(key);
-            if want != p.unchoked {
-                p.unchoked = want;
-                if super_seeding && !want {
-                    // We will not serve the pieces shown to it while it is
-                    // choked: others get them now, not once it is unchoked.
-                    superseed.withdraw(&std::mem::take(&mut p.shown));
-                }
-                let _ = p.tx.send(PeerCommand::Choke(!want));
-            }
-        }
-    }
-
-    /// Folds the last tick's byte counts into each peer's smoothed rates.
-    fn update_rates(&self, s: &mut SwarmState, tick: Duration) {
-        // Time constant of one rechoke interval: tit-for-tat looks at the last round.
-        let alpha = 1.0 - (-tick.as_secs_f64() / self.config.choker.rechoke_interval.as_secs_f64().max(0.001)).exp();
-        for p in s.peers.values_mut() {
-            let secs = tick.as_secs_f64();
-            p.down_rate += alpha * (p.down_tick as f64 / secs - p.down_rate);
-            p.up_rate += alpha * (p.up_tick as f64 / secs - p.up_rate);
-            p.down_tick = 0;
-            p.up_tick = 0;
-        }
-    }
-
-    /// Once a second: update rates, rechoke, dial candidates, drop
-    /// seed-to-seed links; and dial new candidates as soon as they come.
-    async fn maintain(self: Arc<Self>) {
-        let period = Duration::from_secs(1).min(self.config.choker.rechoke_interval);
-        let mut tick = tokio::time::interval(period);
-        let mut last = Instant::now();
-        // The earliest retry time of an address not dialed yet: a dropped
-        // peer is redialed when its backoff ends, not at the tick after.
-        let mut next_retry: Option<Instant> = None;
-        loop {
-            let retry_due = async {
-                match next_retry {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let ticked = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tick.tick() => true,
-                _ = self.new_candidates.notified() => false,
-                _ = retry_due => false,
-            };
-            let now = Instant::now();
-            let dial = {
-                let mut s = self.state.lock();
-                let complete = s.picker.is_complete();
-                if ticked {
-                    self.update_rates(&mut s, now.duration_since(last).max(Duration::from_millis(1)));
-                    last = now;
-                    self.rechoke(&mut s, now);
-                    if complete {
-                        for p in s.peers.values().filter(|p| p.is_seed) {
-                            let _ = p.tx.send(PeerCommand::Close);
-                        }
-                    }
-                }
-                let mut busy: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
-                busy.extend(s.connecting.iter().copied());
-                let room = self.config.max_peers.saturating_sub(s.peers.len() + s.connecting.len());
-                let dial;
-                (dial, next_retry) = dialer::due(&s.candidates, &busy, complete, now, room);
-                for a in &dial {
-                    s.connecting.insert(*a);
-                }
-                dial
-            };
-            for addr in dial {
-                tokio::spawn(self.clone().dial(addr));
-            }
-        }
-        let s = self.state.lock();
-        for p in s.peers.values() {
+    /// Asks every connection to close (the torrent is stopping).
+    pub fn close_all(&self) {
+        for p in self.state.lock().peers.values() {
             let _ = p.tx.send(PeerCommand::Close);
         }
+    }
+
+    /// Whether we still ask `ip` for coded packets (its datagrams reached us).
+    pub fn coded_reachable(&self, ip: IpAddr) -> bool {
+        self.coded.as_ref().is_none_or(|c| c.reachable(ip))
+    }
+
+    pub(crate) fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
     }
 }

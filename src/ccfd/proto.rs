@@ -18,6 +18,8 @@ pub const VERSION: i64 = 3;
 /// in fewer bytes (16 of 1024 took 0.4% more).
 pub const SYMBOL_SIZE: usize = 1171;
 pub const GENERATION: usize = 14;
+/// Most credits a sender holds for one block (a `want` carries them in a u16).
+pub const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// Largest datagram we send or accept (unfragmented on any IPv6 path).
 pub const MAX_DATAGRAM: usize = 1232;
 /// Datagram header before the coded packet (in the codec's short form:

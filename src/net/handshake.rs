@@ -1,0 +1,106 @@
+//! The BitTorrent handshake, both directions, on any transport: the one
+//! place the 68 opening bytes are written and read.
+
+use std::time::Duration;
+
+use ccfd_proto::metainfo::InfoHash;
+use ccfd_proto::wire::{Handshake, WireError, HANDSHAKE_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::transport::PeerStream;
+
+/// How long the other side may take to send its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection did not get past the handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("no handshake within {HANDSHAKE_TIMEOUT:?}")]
+    TimedOut,
+    #[error("peer answered for another torrent")]
+    WrongTorrent,
+    #[error("unknown info-hash {0}")]
+    UnknownTorrent(InfoHash),
+}
+
+/// Which side of the connection we are.
+pub enum Side<'a> {
+    /// We dialed, for this torrent: we speak first.
+    Dialer(InfoHash),
+    /// They dialed: their info-hash must be one we serve.
+    Listener(&'a (dyn Fn(&InfoHash) -> bool + Send + Sync)),
+}
+
+/// Exchanges handshakes as `side`, with our `peer_id`; returns theirs.
+pub async fn handshake(stream: &mut PeerStream, side: Side<'_>, peer_id: [u8; 20]) -> Result<Handshake, HandshakeError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange(stream, side, peer_id)).await.map_err(|_| HandshakeError::TimedOut)?
+}
+
+async fn exchange(stream: &mut PeerStream, side: Side<'_>, peer_id: [u8; 20]) -> Result<Handshake, HandshakeError> {
+    match side {
+        Side::Dialer(info_hash) => {
+            stream.write.write_all(&Handshake::new(info_hash, peer_id).to_bytes()).await?;
+            let theirs = read(stream).await?;
+            if theirs.info_hash != info_hash {
+                return Err(HandshakeError::WrongTorrent);
+            }
+            Ok(theirs)
+        }
+        Side::Listener(serves) => {
+            let theirs = read(stream).await?;
+            if !serves(&theirs.info_hash) {
+                return Err(HandshakeError::UnknownTorrent(theirs.info_hash));
+            }
+            stream.write.write_all(&Handshake::new(theirs.info_hash, peer_id).to_bytes()).await?;
+            Ok(theirs)
+        }
+    }
+}
+
+async fn read(stream: &mut PeerStream) -> Result<Handshake, HandshakeError> {
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    stream.read.read_exact(&mut buf).await?;
+    Ok(Handshake::parse(&buf)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (PeerStream, PeerStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(super::super::transport::connect_tcp("127.0.0.1".parse().unwrap(), addr), listener.accept());
+        let (stream, from) = accepted.unwrap();
+        (dialed.unwrap(), PeerStream::from_tcp(stream, from).unwrap())
+    }
+
+    #[tokio::test]
+    async fn both_sides_agree_and_a_stranger_is_refused() {
+        let hash = InfoHash([5; 20]);
+        let (mut a, mut b) = pair().await;
+        let serves = |h: &InfoHash| *h == InfoHash([5; 20]);
+        let (ours, theirs) = tokio::join!(
+            handshake(&mut a, Side::Dialer(hash), *b"-CB0100-aaaaaaaaaaaa"),
+            handshake(&mut b, Side::Listener(&serves), *b"-CB0100-bbbbbbbbbbbb")
+        );
+        assert_eq!(ours.unwrap().peer_id, *b"-CB0100-bbbbbbbbbbbb");
+        assert_eq!(theirs.unwrap().peer_id, *b"-CB0100-aaaaaaaaaaaa");
+
+        let (mut a, mut b) = pair().await;
+        // The listener drops the connection when it refuses it.
+        let refused = tokio::spawn(async move {
+            let serves = |h: &InfoHash| *h == InfoHash([5; 20]);
+            handshake(&mut b, Side::Listener(&serves), *b"-CB0100-bbbbbbbbbbbb").await
+        });
+        let ours = handshake(&mut a, Side::Dialer(InfoHash([6; 20])), *b"-CB0100-aaaaaaaaaaaa").await;
+        let theirs = refused.await.unwrap();
+        assert!(matches!(theirs, Err(HandshakeError::UnknownTorrent(h)) if h == InfoHash([6; 20])));
+        assert!(ours.is_err(), "the dialer sees the connection close");
+    }
+}

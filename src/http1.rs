@@ -66,15 +66,19 @@ pub fn parse_head(head: &str) -> Option<Request> {
     Some(Request { path, range, head_only: method == "HEAD" })
 }
 
+/// A range outside the file: the 416 reply head to send instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable(pub String);
+
 /// The bytes `[start, end)` a request gets from a file of `size` bytes and
-/// the response head announcing them; `Err` holds a 416 reply.
-pub fn range_response(range: Option<(u64, Option<u64>)>, size: u64, content_type: &str) -> Result<(u64, u64, String), String> {
+/// the response head announcing them.
+pub fn range_response(range: Option<(u64, Option<u64>)>, size: u64, content_type: &str) -> Result<(u64, u64, String), Unsatisfiable> {
     let (status, start, end) = match range {
         None => ("200 OK", 0, size),
         Some((a, b)) => {
             let last = b.unwrap_or(u64::MAX).min(size.saturating_sub(1));
             if a >= size || a > last {
-                return Err(format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n"));
+                return Err(Unsatisfiable(format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n")));
             }
             ("206 Partial Content", a, last + 1)
         }
@@ -121,7 +125,7 @@ mod tests {
         let (start, end, head) = range_response(Some((90, Some(200))), 100, "video/mp4").unwrap();
         assert_eq!((start, end), (90, 100));
         assert!(head.contains("206 Partial Content") && head.contains("Content-Range: bytes 90-99/100\r\n"));
-        assert!(range_response(Some((100, None)), 100, "x").unwrap_err().contains("416"));
+        assert!(range_response(Some((100, None)), 100, "x").unwrap_err().0.contains("416"));
         assert!(range_response(Some((5, Some(4))), 100, "x").is_err());
         assert_eq!(content_type("Movie.MP4"), "video/mp4");
         assert_eq!(content_type("noext"), "application/octet-stream");

@@ -299,11 +299,6 @@ impl CodedLink {
         want_message(block, credits, rank, shared)
     }
 
-    /// Whether `block` is one of our coded wants here.
-    pub fn wants(&self, block: &BlockRef) -> bool {
-        self.wants.contains_key(block)
-    }
-
     /// Drops a want (the block came another way, or the peer choked us).
     pub fn forget(&mut self, block: &BlockRef) -> Option<Control> {
         self.wants.remove(block).map(|_| Control::Cancel { piece: block.piece, offset: block.offset })

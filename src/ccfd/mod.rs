@@ -8,12 +8,12 @@
 //! evidence against polluters); `link` is one connection's receive side,
 //! and `sender` its sending task, paced by `pacer` over the wants in `queue`.
 
-pub mod link;
-pub mod pacer;
+pub(crate) mod link;
+pub(crate) mod pacer;
 pub mod proto;
 mod queue;
-pub mod receive;
-pub mod router;
+pub(crate) mod receive;
+pub(crate) mod router;
 mod sender;
 
 pub use receive::CodedTorrent;

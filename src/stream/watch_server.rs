@@ -100,7 +100,7 @@ async fn respond(
     let (start, end, reply) = match range_response(req.range, size, content_type(name)) {
         Ok(r) => r,
         Err(refusal) => {
-            socket.write_all(refusal.as_bytes()).await?;
+            socket.write_all(refusal.0.as_bytes()).await?;
             return Ok(true);
         }
     };

@@ -20,7 +20,7 @@ mod verify;
 
 pub use stats::{PeerSnapshot, Snapshot, Totals};
 pub use tick::Tick;
-pub use verify::VerifyQueue;
+pub(crate) use verify::VerifyQueue;
 
 use dialer::Candidate;
 
@@ -99,7 +99,7 @@ pub enum TorrentError {
 
 /// Messages from the swarm to one peer connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerCommand {
+pub(crate) enum PeerCommand {
     /// We verified this piece: tell the peer.
     Have(u32),
     /// Another peer delivered this block first (endgame): cancel our request.
@@ -114,7 +114,7 @@ pub enum PeerCommand {
 
 /// Why a connection was not admitted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     #[error("peer is banned")]
     Banned,
     #[error("already connected to this peer")]
@@ -127,7 +127,7 @@ pub enum Rejected {
 
 /// An admitted connection: its key, its command channel, and the counter
 /// its uploads go to.
-pub struct Admitted {
+pub(crate) struct Admitted {
     pub key: PeerKey,
     pub commands: mpsc::UnboundedReceiver<PeerCommand>,
     pub traffic: Arc<Traffic>,
@@ -175,7 +175,7 @@ const MAX_SUSPECTS_PER_PIECE: usize = 1024;
 const POOL_LIMIT: usize = 16;
 
 /// A piece whose last block just arrived: hand it to `Swarm::verify`.
-pub struct CompletedPiece {
+pub(crate) struct CompletedPiece {
     piece: u32,
     buf: PieceBuffer,
 }
@@ -333,7 +333,7 @@ pub struct Swarm {
 
 /// How coded cooperation is set up for a new torrent.
 #[derive(Clone)]
-pub struct CodedSetup {
+pub(crate) struct CodedSetup {
     pub router: Arc<CodedRouter>,
     /// Corrupt every coded payload we send (the hostile-peer tests).
     pub polluter: bool,
@@ -342,7 +342,7 @@ pub struct CodedSetup {
 impl Swarm {
     /// Opens storage (re-checking any data already there). The returned
     /// queue is the verifier's input: `torrent::Torrent::start` runs it.
-    pub async fn open(
+    pub(crate) async fn open(
         net: Arc<Net>,
         coded: Option<CodedSetup>,
         meta: Arc<Metainfo>,
@@ -438,12 +438,12 @@ impl Swarm {
     }
 
     /// Waits until new candidates arrive or a peer leaves.
-    pub async fn dialer_woken(&self) {
+    pub(crate) async fn dialer_woken(&self) {
         self.wake_dialer.notified().await
     }
 
     /// A dial ended without a connection: back the address off.
-    pub fn dial_failed(&self, addr: SocketAddr) {
+    pub(crate) fn dial_failed(&self, addr: SocketAddr) {
         let mut s = self.state.lock();
         s.connecting.remove(&addr);
         if let Some(c) = s.candidates.get_mut(&addr) {
@@ -452,12 +452,12 @@ impl Swarm {
     }
 
     /// A dial reached the peer (the connection now runs or was refused).
-    pub fn dial_connected(&self, addr: SocketAddr) {
+    pub(crate) fn dial_connected(&self, addr: SocketAddr) {
         self.state.lock().connecting.remove(&addr);
     }
 
     /// Admits a handshaken connection.
-    pub fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], transport: Transport) -> Result<Admitted, Rejected> {
+    pub(crate) fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], transport: Transport) -> Result<Admitted, Rejected> {
         if peer_id == self.net.peer_id {
             return Err(Rejected::SelfConnection);
         }
@@ -467,7 +467,7 @@ impl Swarm {
     }
 
     /// A connection ended: its pieces and requests leave the plan.
-    pub fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
+    pub(crate) fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
         let mut s = self.state.lock();
         if let Some(p) = s.peers.remove(&key) {
             if let Some(c) = s.candidates.get_mut(&p.addr) {
@@ -482,7 +482,7 @@ impl Swarm {
     }
 
     /// The peer's bitfield arrived, replacing what it had announced before.
-    pub fn peer_bitfield(&self, key: PeerKey, old: &Bitfield, has: &Bitfield) -> bool {
+    pub(crate) fn peer_bitfield(&self, key: PeerKey, old: &Bitfield, has: &Bitfield) -> bool {
         let mut s = self.state.lock();
         s.picker.remove_peer_pieces(old);
         s.picker.add_peer_pieces(has);
@@ -493,7 +493,7 @@ impl Swarm {
     }
 
     /// The peer announced a piece; returns whether we want it.
-    pub fn peer_have(&self, key: PeerKey, piece: u32, has: &Bitfield) -> bool {
+    pub(crate) fn peer_have(&self, key: PeerKey, piece: u32, has: &Bitfield) -> bool {
         let mut s = self.state.lock();
         s.picker.add_peer_piece(piece);
         if let Some(p) = s.peers.get_mut(&key) {
@@ -503,12 +503,12 @@ impl Swarm {
     }
 
     /// Whether we hide our bitfield and reveal pieces one by one (BEP 16).
-    pub fn super_seeding(&self) -> bool {
+    pub(crate) fn super_seeding(&self) -> bool {
         self.config.super_seed && self.is_complete()
     }
 
     /// Super-seeding: the next pieces to show this peer with `have`.
-    pub fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
+    pub(crate) fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
         let mut s = self.state.lock();
         let SwarmState { superseed, peers, picker, .. } = &mut *s;
         let Some(p) = peers.get_mut(&key) else { return Vec::new() };
@@ -524,12 +524,12 @@ impl Swarm {
     }
 
     /// Whether the peer still has anything we lack.
-    pub fn wants_from(&self, has: &Bitfield) -> bool {
+    pub(crate) fn wants_from(&self, has: &Bitfield) -> bool {
         self.state.lock().picker.wants_any(has)
     }
 
     /// The peer's interest in us changed; unchoke it at once if a slot is free.
-    pub fn peer_interest(&self, key: PeerKey, interested: bool) {
+    pub(crate) fn peer_interest(&self, key: PeerKey, interested: bool) {
         let mut s = self.state.lock();
         if let Some(p) = s.peers.get_mut(&key) {
             p.interested = interested;
@@ -538,21 +538,21 @@ impl Swarm {
     }
 
     /// The peer stopped (or resumed) sending what we request.
-    pub fn peer_snubbed(&self, key: PeerKey, snubbed: bool) {
+    pub(crate) fn peer_snubbed(&self, key: PeerKey, snubbed: bool) {
         if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.snubbed = snubbed;
         }
     }
 
     /// Both sides agreed on coded cooperation.
-    pub fn peer_coded(&self, key: PeerKey) {
+    pub(crate) fn peer_coded(&self, key: PeerKey) {
         if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.coded = true;
         }
     }
 
     /// The peer choked or unchoked us.
-    pub fn peer_choking(&self, key: PeerKey, choking: bool) {
+    pub(crate) fn peer_choking(&self, key: PeerKey, choking: bool) {
         if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.chokes_us = choking;
         }
@@ -566,7 +566,7 @@ impl Swarm {
 
     /// Picks blocks to request from a peer that owes us `queued` bytes and
     /// delivers at `rate` (`None`: not known yet); by deadline while streaming.
-    pub fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64, rate: Option<f64>) -> Vec<BlockRef> {
+    pub(crate) fn pick(&self, key: PeerKey, has: &Bitfield, max: usize, queued: u64, rate: Option<f64>) -> Vec<BlockRef> {
         let plan = self.stream.lock().clone();
         let mut s = self.state.lock();
         // Unknown is zero to the planner, which then assumes its prior.
@@ -599,7 +599,7 @@ impl Swarm {
 
     /// Hands the missing blocks of `piece` to the VoD server, cancelling
     /// peers' requests for them.
-    pub fn claim_for_server(&self, piece: u32) -> Vec<BlockRef> {
+    pub(crate) fn claim_for_server(&self, piece: u32) -> Vec<BlockRef> {
         let mut s = self.state.lock();
         let claimed = s.picker.claim_for_server(piece, SERVER_KEY);
         for (block, peers) in &claimed {
@@ -613,13 +613,13 @@ impl Swarm {
     }
 
     /// A block arrived from the VoD server.
-    pub fn on_server_block(&self, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+    pub(crate) fn on_server_block(&self, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         let mut s = self.state.lock();
         self.accept_block(&mut s, SERVER_KEY, None, block, data, Vec::new())
     }
 
     /// Returns requests of a peer to the pool (choked, snubbed, timed out).
-    pub fn release(&self, key: PeerKey, blocks: impl IntoIterator<Item = BlockRef>) {
+    pub(crate) fn release(&self, key: PeerKey, blocks: impl IntoIterator<Item = BlockRef>) {
         let mut s = self.state.lock();
         for b in blocks {
             s.picker.release(key, b);
@@ -628,12 +628,12 @@ impl Swarm {
 
     /// A block arrived from a peer. Returns the piece when this block completed it:
     /// the caller hands it to `verify`.
-    pub fn on_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+    pub(crate) fn on_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
         self.on_peer_block(key, block, data, Vec::new())
     }
 
     /// A block decoded from a peer's coded packets (`evidence`).
-    pub fn on_coded_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
+    pub(crate) fn on_coded_block(&self, key: PeerKey, block: BlockRef, data: &Bytes, evidence: Vec<Evidence>) -> Option<CompletedPiece> {
         self.on_peer_block(key, block, data, evidence)
     }
 
@@ -702,7 +702,7 @@ impl Swarm {
     }
 
     /// Queues a completed piece for hashing, waiting for a verification slot.
-    pub async fn verify(&self, done: CompletedPiece) {
+    pub(crate) async fn verify(&self, done: CompletedPiece) {
         let Ok(permit) = self.verify_slots.clone().acquire_owned().await else { return };
         let _ = self.verify_tx.send((done.piece, done.buf, permit));
     }
@@ -710,7 +710,7 @@ impl Swarm {
     /// Tells every connection our rank for `block` (coded have), so a
     /// neighbour holding more of it may recode for us, and a feeder stops
     /// once we are done.
-    pub fn coded_announce(&self, block: BlockRef, rank: u16) {
+    pub(crate) fn coded_announce(&self, block: BlockRef, rank: u16) {
         for p in self.state.lock().peers.values() {
             let _ = p.tx.send(PeerCommand::CodedRank(block, rank));
         }
@@ -732,7 +732,7 @@ impl Swarm {
     }
 
     /// Asks every connection to close (the torrent is stopping).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         for p in self.state.lock().peers.values() {
             let _ = p.tx.send(PeerCommand::Close);
         }

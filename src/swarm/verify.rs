@@ -27,7 +27,7 @@ pub(super) const VERIFY_SLOTS: usize = 24;
 const VERIFY_LINGER: Duration = Duration::from_millis(3);
 
 /// The completed pieces waiting for the verifier.
-pub struct VerifyQueue(pub(super) mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>);
+pub(crate) struct VerifyQueue(pub(super) mpsc::UnboundedReceiver<(u32, PieceBuffer, OwnedSemaphorePermit)>);
 
 /// One completed piece on its way through verification.
 struct VerifyJob {
@@ -62,7 +62,7 @@ impl Swarm {
     /// queued up while the previous batch was hashing, up to the 8 SIMD
     /// lanes) and writes the good ones, on the blocking pool; then settles
     /// each piece.
-    pub async fn run_verifier(self: Arc<Self>, queue: VerifyQueue) {
+    pub(crate) async fn run_verifier(self: Arc<Self>, queue: VerifyQueue) {
         let mut rx = queue.0;
         loop {
             let first = tokio::select! {

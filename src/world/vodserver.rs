@@ -90,7 +90,7 @@ async fn respond(stream: &mut TcpStream, from: SocketAddr, root: &Path, served: 
     let size = file.metadata().await?.len();
     let (start, end, reply) = match range_response(req.range, size, content_type(&req.path)) {
         Ok(r) => r,
-        Err(refusal) => return stream.write_all(refusal.as_bytes()).await,
+        Err(refusal) => return stream.write_all(refusal.0.as_bytes()).await,
     };
     stream.write_all(reply.as_bytes()).await?;
     if req.head_only {

@@ -20,17 +20,20 @@ pub enum Extension {
     UtMetadata,
     /// Coded cooperation (docs/ccfd-extension.md).
     Ccfd,
+    /// BEP 11: peer exchange.
+    UtPex,
 }
 
 impl Extension {
     /// Every extension we know, in registry order.
-    pub const ALL: [Extension; 2] = [Extension::UtMetadata, Extension::Ccfd];
+    pub const ALL: [Extension; 3] = [Extension::UtMetadata, Extension::Ccfd, Extension::UtPex];
 
     /// The name in the handshake's `m` dictionary.
     pub fn name(self) -> &'static str {
         match self {
             Extension::UtMetadata => "ut_metadata",
             Extension::Ccfd => "ccfd",
+            Extension::UtPex => "ut_pex",
         }
     }
 
@@ -39,6 +42,7 @@ impl Extension {
         match self {
             Extension::UtMetadata => 3,
             Extension::Ccfd => 4,
+            Extension::UtPex => 1,
         }
     }
 

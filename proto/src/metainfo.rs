@@ -94,6 +94,8 @@ pub struct Metainfo {
     pub trackers: Vec<Vec<String>>,
     /// BEP 19 `url-list`.
     pub web_seeds: Vec<String>,
+    /// BEP 27 `private=1`: peers come from the torrent's trackers only (no DHT, no PEX).
+    pub private: bool,
     /// The raw info dictionary, as served by BEP 9 metadata exchange.
     pub info_bytes: Vec<u8>,
 }
@@ -199,7 +201,9 @@ impl Metainfo {
                 .collect(),
             _ => Vec::new(),
         };
+        let private = matches!(torrent.extra_info_fields.as_ref().and_then(|f| f.get("private")), Some(BencodeElem::Integer(1)));
         Ok(Metainfo {
+            private,
             info_hash,
             name,
             piece_length,
@@ -332,6 +336,17 @@ mod tests {
         let short = info("6:lengthi40000e4:name1:m12:piece lengthi16384e", 1);
         assert!(matches!(Metainfo::from_bytes(&sample(&short)), Err(MetainfoError::Malformed(_))));
         assert!(Metainfo::from_bytes(b"not a torrent").is_err());
+    }
+
+    #[test]
+    fn private_flag() {
+        // Keys sorted as lava_torrent requires: pieces, then private.
+        let mut private = info("6:lengthi5e4:name1:x12:piece lengthi16384e", 1);
+        private.pop();
+        private.extend_from_slice(b"7:privatei1ee");
+        assert!(Metainfo::from_bytes(&sample(&private)).unwrap().private);
+        let public = info("6:lengthi5e4:name1:x12:piece lengthi16384e", 1);
+        assert!(!Metainfo::from_bytes(&sample(&public)).unwrap().private);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const HANDSHAKE_LEN: usize = 68;
 const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
 /// BEP 10: bit 20 from the right of the reserved bytes.
 const EXTENSION_BIT: (usize, u8) = (5, 0x10);
+/// BEP 5: the last bit, "I run a DHT node" (then a `port` message follows).
+const DHT_BIT: (usize, u8) = (7, 0x01);
+/// BEP 6: the fast extension.
+const FAST_BIT: (usize, u8) = (7, 0x04);
 
 /// Why bytes from a peer were not a valid message.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +55,32 @@ impl Handshake {
         Handshake { reserved, info_hash, peer_id }
     }
 
+    /// Says whether we run a DHT node (BEP 5).
+    pub fn with_dht(mut self, dht: bool) -> Handshake {
+        if dht {
+            self.reserved[DHT_BIT.0] |= DHT_BIT.1;
+        }
+        self
+    }
+
+    /// Says whether we speak the fast extension (BEP 6).
+    pub fn with_fast(mut self, fast: bool) -> Handshake {
+        if fast {
+            self.reserved[FAST_BIT.0] |= FAST_BIT.1;
+        }
+        self
+    }
+
+    pub fn supports_fast(&self) -> bool {
+        self.reserved[FAST_BIT.0] & FAST_BIT.1 != 0
+    }
+
     pub fn supports_extensions(&self) -> bool {
         self.reserved[EXTENSION_BIT.0] & EXTENSION_BIT.1 != 0
+    }
+
+    pub fn supports_dht(&self) -> bool {
+        self.reserved[DHT_BIT.0] & DHT_BIT.1 != 0
     }
 
     pub fn to_bytes(&self) -> [u8; HANDSHAKE_LEN] {
@@ -105,6 +133,16 @@ pub enum Message {
     },
     Cancel(BlockRef),
     Port(u16),
+    /// BEP 6: a hint that this piece is worth asking for.
+    Suggest(u32),
+    /// BEP 6: instead of a bitfield, "I have every piece".
+    HaveAll,
+    /// BEP 6: instead of a bitfield, "I have no piece".
+    HaveNone,
+    /// BEP 6: the request will not be served.
+    Reject(BlockRef),
+    /// BEP 6: this piece may be requested even while we choke.
+    AllowedFast(u32),
     /// BEP 10: extended message id (0 = handshake) and its bencoded payload.
     Extended {
         id: u8,
@@ -176,6 +214,14 @@ impl Decoder for MessageCodec {
                 Message::Piece { piece, offset, data: body.freeze() }
             }
             9 => expect(2).map(|_| Message::Port(body.get_u16()))?,
+            0x0D => expect(4).map(|_| Message::Suggest(body.get_u32()))?,
+            0x0E => expect(0).map(|_| Message::HaveAll)?,
+            0x0F => expect(0).map(|_| Message::HaveNone)?,
+            0x10 => {
+                expect(12)?;
+                Message::Reject(BlockRef { piece: body.get_u32(), offset: body.get_u32(), length: body.get_u32() })
+            }
+            0x11 => expect(4).map(|_| Message::AllowedFast(body.get_u32()))?,
             20 => {
                 if rest < 1 {
                     return Err(WireError::BadLength { id, len });
@@ -241,6 +287,19 @@ impl Encoder<Message> for MessageCodec {
                 dst.put_u8(id);
                 dst.extend_from_slice(&payload);
             }
+            Message::Suggest(i) => {
+                dst.put_u32(5);
+                dst.put_u8(0x0D);
+                dst.put_u32(i);
+            }
+            Message::HaveAll => simple(dst, 0x0E),
+            Message::HaveNone => simple(dst, 0x0F),
+            Message::Reject(b) => block(dst, 0x10, b),
+            Message::AllowedFast(i) => {
+                dst.put_u32(5);
+                dst.put_u8(0x11);
+                dst.put_u32(i);
+            }
             Message::Unknown { id } => simple(dst, id),
         }
         Ok(())
@@ -299,6 +358,11 @@ mod tests {
             Message::Cancel(b),
             Message::Piece { piece: 1, offset: 0, data: Bytes::from(vec![9u8; 100]) },
             Message::Port(6881),
+            Message::Suggest(3),
+            Message::HaveAll,
+            Message::HaveNone,
+            Message::Reject(b),
+            Message::AllowedFast(9),
             Message::Extended { id: 0, payload: Bytes::from_static(b"de") },
         ] {
             assert_eq!(round_trip(m.clone()), m);
@@ -322,7 +386,11 @@ mod tests {
         let h = Handshake::new(InfoHash([1; 20]), *b"-CB0001-abcdefghijkl");
         let parsed = Handshake::parse(&h.to_bytes()).unwrap();
         assert_eq!(parsed, h);
-        assert!(parsed.supports_extensions());
+        assert!(parsed.supports_extensions() && !parsed.supports_dht());
+        assert!(Handshake::parse(&h.clone().with_dht(true).to_bytes()).unwrap().supports_dht());
+        let fast = Handshake::parse(&h.clone().with_fast(true).to_bytes()).unwrap();
+        assert!(fast.supports_fast() && !fast.supports_dht());
+        assert_eq!(fast.reserved[7], 0x04, "BEP 6's bit");
         let mut bad = h.to_bytes();
         bad[3] = b'x';
         assert!(Handshake::parse(&bad).is_err());

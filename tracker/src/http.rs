@@ -43,6 +43,14 @@ pub fn announce_url(base: &str, req: &AnnounceRequest) -> String {
         url.push_str("&trackerid=");
         url.extend(percent_encode(id.as_bytes(), NON_ALPHANUMERIC));
     }
+    match req.external_ip {
+        Some(std::net::IpAddr::V4(ip)) => url.push_str(&format!("&ipv4={ip}")),
+        Some(std::net::IpAddr::V6(ip)) => {
+            url.push_str("&ipv6=");
+            url.extend(percent_encode(ip.to_string().as_bytes(), NON_ALPHANUMERIC));
+        }
+        None => {}
+    }
     url
 }
 
@@ -124,16 +132,28 @@ fn dict_peer(v: Value) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// A reqwest error with its causes ("invalid peer certificate: UnknownIssuer"
+/// is three levels down), without the URL (it holds our peer id).
+pub(crate) fn explain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, TrackerError> {
-    let mut resp = http.get(url).send().await.map_err(|e| {
-        if e.is_timeout() {
-            TrackerError::Timeout
-        } else {
-            TrackerError::Unreachable(e.without_url().to_string())
-        }
-    })?;
+    let mut resp =
+        http.get(url)
+            .send()
+            .await
+            .map_err(|e| if e.is_timeout() { TrackerError::Timeout } else { TrackerError::Unreachable(explain(e)) })?;
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| TrackerError::Unreachable(e.without_url().to_string()))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| TrackerError::Unreachable(explain(e)))? {
         if body.len() + chunk.len() > MAX_REPLY {
             return Err(TrackerError::Malformed(format!("reply larger than {MAX_REPLY} bytes")));
         }
@@ -239,10 +259,15 @@ mod tests {
             numwant: 50,
             key: 0xdead,
             tracker_id: None,
+            external_ip: None,
         };
         let url = announce_url("http://t/announce?passkey=x", &req);
         assert!(url.starts_with("http://t/announce?passkey=x&info_hash=%12%12"));
         assert!(url.ends_with("&key=0000dead&event=started"));
+        let v4 = AnnounceRequest { external_ip: Some("11.0.0.1".parse().unwrap()), ..req.clone() };
+        assert!(announce_url("http://t/a", &v4).ends_with("&event=started&ipv4=11.0.0.1"));
+        let v6 = AnnounceRequest { external_ip: Some("2001:db8::1".parse().unwrap()), ..req };
+        assert!(announce_url("http://t/a", &v6).ends_with("&ipv6=2001%3Adb8%3A%3A1"));
         assert_eq!(scrape_url("http://t:1/announce").as_deref(), Some("http://t:1/scrape"));
         assert_eq!(scrape_url("http://t/x/announce.php?a=b").as_deref(), Some("http://t/x/scrape.php?a=b"));
         assert_eq!(scrape_url("http://t/a"), None);

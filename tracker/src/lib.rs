@@ -1,7 +1,7 @@
 //! ccfd-tracker: BitTorrent trackers, both sides.
 //!
 //! The client announces over HTTP (BEP 3, BEP 23 compact peers, BEP 7
-//! peers6) and UDP (BEP 15), in BEP 12 tiers; its parsers are pure
+//! peers6) and UDP (BEP 15); its parsers are pure
 //! functions of the reply bytes (`http::parse_announce`, `udp::parse_*`),
 //! the async functions only move bytes. The built-in tracker keeps its
 //! swarms in `registry` (pure, time as a value) behind the HTTP and UDP
@@ -14,8 +14,6 @@ pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-
-use rand::seq::SliceRandom;
 
 use ccfd_proto::metainfo::InfoHash;
 
@@ -60,6 +58,10 @@ pub struct AnnounceRequest {
     pub key: u32,
     /// The tracker id a previous reply gave us.
     pub tracker_id: Option<String>,
+    /// Our address as the router maps it (port mapping): sent to HTTP
+    /// trackers as BEP 7's `ipv4=`/`ipv6=`, so a tracker we reach over
+    /// the other family still learns it.
+    pub external_ip: Option<std::net::IpAddr>,
 }
 
 /// What a tracker told us.
@@ -82,7 +84,9 @@ pub struct ScrapeStats {
     pub leechers: u32,
 }
 
-/// Timing for UDP retransmission (BEP 15 says 15 s * 2^n; a CLI waits less).
+/// Timing for UDP retransmission: BEP 15's 15 s * 2^n, n from 0 to 8.
+/// Each tracker announces on its own loop, so a slow or dead one holds
+/// nothing else back while it waits.
 #[derive(Debug, Clone, Copy)]
 pub struct UdpTiming {
     pub first_timeout: Duration,
@@ -91,7 +95,7 @@ pub struct UdpTiming {
 
 impl Default for UdpTiming {
     fn default() -> Self {
-        UdpTiming { first_timeout: Duration::from_secs(3), attempts: 4 }
+        UdpTiming { first_timeout: Duration::from_secs(15), attempts: 9 }
     }
 }
 
@@ -106,6 +110,7 @@ pub struct TrackerClient {
 impl TrackerClient {
     /// A client whose sockets are bound to `bind`, if given.
     pub fn new(bind: Option<IpAddr>, udp_timing: UdpTiming) -> Result<TrackerClient, TrackerError> {
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .local_address(bind)
@@ -139,51 +144,17 @@ impl TrackerClient {
     }
 }
 
+/// Makes ring rustls's process-wide crypto provider (once; later calls do
+/// nothing). HTTPS trackers and web seeds are checked against the
+/// platform's roots, and `SSL_CERT_FILE` names an extra bundle, as for
+/// curl and OpenSSL.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// `host:port` of a `udp://host:port/announce` URL.
 fn udp_host(rest: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
-}
-
-/// BEP 12 tiers: shuffled once, tried in order, and a tracker that answers
-/// moves to the front of its tier.
-#[derive(Debug, Clone)]
-pub struct TrackerTiers {
-    tiers: Vec<Vec<String>>,
-}
-
-impl TrackerTiers {
-    pub fn new(mut tiers: Vec<Vec<String>>, rng: &mut impl rand::Rng) -> TrackerTiers {
-        for tier in &mut tiers {
-            tier.shuffle(rng);
-        }
-        tiers.retain(|t| !t.is_empty());
-        TrackerTiers { tiers }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tiers.is_empty()
-    }
-
-    /// Announces to the first tracker that answers; the error of the last one otherwise.
-    pub async fn announce(&mut self, client: &TrackerClient, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
-        let mut last = TrackerError::NoTrackers;
-        for tier in &mut self.tiers {
-            for i in 0..tier.len() {
-                match client.announce(&tier[i], req).await {
-                    Ok(resp) => {
-                        let url = tier.remove(i);
-                        tier.insert(0, url);
-                        return Ok(resp);
-                    }
-                    Err(e) => {
-                        tracing::warn!(tracker = %tier[i], error = %e, "tracker did not answer");
-                        last = e;
-                    }
-                }
-            }
-        }
-        Err(last)
-    }
 }
 
 /// Decodes BEP 23 compact IPv4 peers (6 bytes each); a trailing partial entry is ignored.

@@ -416,6 +416,7 @@ mod tests {
             numwant: 10,
             key: 1,
             tracker_id: None,
+            external_ip: None,
         };
         let reply = udp_reply(&crate::udp::announce_request(conn, 8, &req), from, &ids, &reg, t).unwrap();
         assert_eq!(crate::udp::parse_announce(&reply, 8).unwrap().seeders, Some(1));

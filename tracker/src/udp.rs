@@ -1,11 +1,11 @@
 //! UDP tracker protocol (BEP 15): connect, announce, scrape, with
 //! retransmission on a doubling timeout.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::{lookup_host, UdpSocket};
 
-use super::{compact_peers_v4, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError, UdpTiming};
+use super::{compact_peers_v4, compact_peers_v6, AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError, UdpTiming};
 use ccfd_proto::metainfo::InfoHash;
 
 pub(crate) const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -76,8 +76,13 @@ pub fn announce_request(conn: u64, tx: u32, req: &AnnounceRequest) -> Vec<u8> {
     b
 }
 
-/// Parses an announce reply.
+/// Parses an announce reply from an IPv4 tracker.
 pub fn parse_announce(reply: &[u8], tx: u32) -> Result<AnnounceResponse, TrackerError> {
+    parse_announce_family(reply, tx, false)
+}
+
+/// Parses an announce reply; `v6`: the tracker was reached over IPv6.
+pub fn parse_announce_family(reply: &[u8], tx: u32, v6: bool) -> Result<AnnounceResponse, TrackerError> {
     check_header(reply, ANNOUNCE, tx)?;
     if reply.len() < 20 {
         return Err(TrackerError::Malformed("short announce reply".into()));
@@ -86,7 +91,7 @@ pub fn parse_announce(reply: &[u8], tx: u32) -> Result<AnnounceResponse, Tracker
         interval: std::time::Duration::from_secs(u64::from(be32(reply, 8)).max(1)),
         leechers: Some(be32(reply, 12)),
         seeders: Some(be32(reply, 16)),
-        peers: compact_peers_v4(&reply[20..]),
+        peers: if v6 { compact_peers_v6(&reply[20..]) } else { compact_peers_v4(&reply[20..]) },
         ..AnnounceResponse::default()
     })
 }
@@ -131,7 +136,9 @@ async fn connected_socket(host: &str, bind: Option<IpAddr>, timing: UdpTiming) -
         .map_err(|e| TrackerError::Unreachable(format!("{host}: {e}")))?
         .next()
         .ok_or_else(|| TrackerError::Unreachable(format!("{host}: no address")))?;
-    let local = SocketAddr::new(bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
+    // From our address if it is of the tracker's family, else from any.
+    let any = if addr.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let local = SocketAddr::new(bind.filter(|b| b.is_ipv6() == addr.is_ipv6()).unwrap_or(any), 0);
     let sock = UdpSocket::bind(local).await.map_err(|e| TrackerError::Unreachable(e.to_string()))?;
     sock.connect(addr).await.map_err(|e| TrackerError::Unreachable(e.to_string()))?;
     let tx = rand::random();
@@ -150,7 +157,9 @@ pub async fn announce(
     let (sock, conn) = connected_socket(host, bind, timing).await?;
     let tx = rand::random();
     let reply = transact(&sock, &announce_request(conn, tx, req), timing).await?;
-    parse_announce(&reply, tx)
+    // An IPv6 tracker lists peers in 18-byte entries (BEP 15).
+    let v6 = sock.peer_addr().is_ok_and(|a| a.is_ipv6());
+    parse_announce_family(&reply, tx, v6)
 }
 
 /// Scrapes `host` over UDP for one torrent.
@@ -201,6 +210,7 @@ mod tests {
             numwant: 50,
             key: 1,
             tracker_id: None,
+            external_ip: None,
         };
         let b = announce_request(3, 4, &req);
         assert_eq!(b.len(), 98);

@@ -4,9 +4,11 @@ import libtorrent as lt
 
 def loopback_session(ip, port=6881, **extra):
     """A session on IP:PORT with everything that could leave loopback or
-    slow a loopback test (DHT, LSD, UPnP, NAT-PMP, uTP) turned off."""
+    slow a loopback test (DHT, LSD, UPnP, NAT-PMP, uTP) turned off.
+    IP may be IPv6 (it is bracketed for libtorrent)."""
+    host = f"[{ip}]" if ":" in ip else ip
     settings = {
-        "listen_interfaces": f"{ip}:{port}",
+        "listen_interfaces": f"{host}:{port}",
         "outgoing_interfaces": ip,
         "enable_dht": False,
         "enable_lsd": False,

@@ -3,7 +3,8 @@
 set -euo pipefail
 # mpv and tmux: the watch tests (a player on --serve, the dashboard in a terminal).
 # nftables: the kernel-loss test of coded cooperation (a private network namespace).
-pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux nftables)
+# miniupnpd-nftables: the port-mapping tests (a UPnP IGD and NAT-PMP/PCP gateway in a namespace).
+pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux nftables miniupnpd-nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

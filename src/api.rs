@@ -21,7 +21,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ pub struct PeerOptions {
 impl Default for PeerOptions {
     fn default() -> Self {
         PeerOptions {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: 0,
             data_dir: None,
             // A registered file usually starts with one copy in the swarm:
@@ -209,7 +209,7 @@ impl Peer {
                 let shutdown = self.client.net.shutdown.clone();
                 let meta = self.runtime.block_on(async {
                     tokio::select! {
-                        m = metadata::fetch(self.client.net.clone(), &magnet, &[], limit) => Ok(m?),
+                        m = metadata::fetch(self.client.net.clone(), self.client.dht(), &magnet, &[], limit) => Ok(m?),
                         _ = shutdown.cancelled() => Err(ApiError::Closed),
                     }
                 })?;

@@ -4,22 +4,26 @@
 //! is the one way to start a torrent.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ccfd_proto::metainfo::{InfoHash, Metainfo};
+use ccfd_proto::wire::Handshake;
 use ccfd_tracker::UdpTiming;
 use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use crate::ccfd::{CodedRouter, UdpShim};
-use crate::net::handshake::{handshake, Side};
+use crate::discovery::dht::{Dht, DhtConfig};
+use crate::net::handshake::{handshake, HandshakeError, Side, HANDSHAKE_TIMEOUT};
+use crate::net::mse::{self, Encryption, MseError, MseReader, BT_PROTOCOL};
 use crate::net::transport::PeerStream;
-use crate::net::{Net, NetConfig, NetError};
+use crate::net::{Listeners, Net, NetConfig, NetError};
 use crate::storage::{OpenMode, StorageError};
-use crate::swarm::{CodedSetup, Swarm, TorrentConfig};
+use crate::swarm::{CodedSetup, Services, Swarm, TorrentConfig};
 use crate::torrent::Torrent;
 
 /// Why a client could not start.
@@ -45,13 +49,23 @@ pub struct ClientConfig {
     pub udp_shim: Option<UdpShim>,
     /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
     pub coded_polluter: bool,
+    /// Run a DHT node (BEP 5) on the shared UDP port; `None`: no DHT.
+    pub dht: Option<DhtConfig>,
+    /// Message stream encryption (MSE/PE): prefer (the default), require, off.
+    pub encryption: Encryption,
+    /// Peer transports: TCP and uTP (BEP 29); `--no-tcp` / `--no-utp` turn one off.
+    pub tcp: bool,
+    pub utp: bool,
+    /// Map our ports on the router (UPnP IGD, NAT-PMP/PCP); the binary
+    /// turns it on, `--no-port-mapping` off; never on a loopback bind.
+    pub port_mapping: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         let net = NetConfig::default();
         ClientConfig {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: net.port,
             upload_rate: None,
             download_rate: None,
@@ -60,6 +74,11 @@ impl Default for ClientConfig {
             coded: true,
             udp_shim: None,
             coded_polluter: false,
+            dht: None,
+            encryption: Encryption::Prefer,
+            tcp: true,
+            utp: true,
+            port_mapping: false,
         }
     }
 }
@@ -68,7 +87,7 @@ impl Default for ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     pub net: Arc<Net>,
-    coded: Option<CodedSetup>,
+    services: Services,
     torrents: Arc<Mutex<HashMap<InfoHash, Arc<Swarm>>>>,
 }
 
@@ -82,13 +101,19 @@ impl Client {
             download_rate: config.download_rate,
             udp_timing: config.udp_timing,
             max_connections: config.max_connections,
+            dht: config.dht.is_some(),
+            encryption: config.encryption,
+            tcp: config.tcp,
+            utp: config.utp,
+            port_mapping: config.port_mapping,
         };
-        let (net, listener) = Net::start(&net_config).await?;
+        let (net, listeners) = Net::start(&net_config).await?;
         let coded = config
             .coded
             .then(|| CodedSetup { router: CodedRouter::start(net.udp.clone(), config.udp_shim), polluter: config.coded_polluter });
-        let client = Client { net, coded, torrents: Arc::new(Mutex::new(HashMap::new())) };
-        tokio::spawn(accept_loop(client.clone(), listener));
+        let dht = config.dht.map(|c| Dht::start(net.udp.clone(), c, net.shutdown.clone()));
+        let client = Client { net, services: Services { coded, dht }, torrents: Arc::new(Mutex::new(HashMap::new())) };
+        tokio::spawn(accept_loop(client.clone(), listeners));
         Ok(client)
     }
 
@@ -107,11 +132,16 @@ impl Client {
         config: TorrentConfig,
         peers: Vec<SocketAddr>,
     ) -> Result<Arc<Torrent>, StorageError> {
-        let torrent = Torrent::start(self.net.clone(), self.coded.clone(), meta.clone(), root, mode, config, peers).await?;
+        let torrent = Torrent::start(self.net.clone(), self.services.clone(), meta.clone(), root, mode, config, peers).await?;
         let mut torrents = self.torrents.lock();
         torrents.retain(|_, s| !s.shutdown.is_cancelled());
         torrents.insert(meta.info_hash, torrent.swarm().clone());
         Ok(torrent)
+    }
+
+    /// The running torrent an encrypted handshake names by `HASH('req2', info-hash)`.
+    fn torrent_by_req2(&self, wanted: &[u8; 20]) -> Option<InfoHash> {
+        self.torrents.lock().iter().filter(|(_, s)| !s.shutdown.is_cancelled()).map(|(h, _)| *h).find(|h| mse::req2(h) == *wanted)
     }
 
     /// The running torrent with this info-hash, if any.
@@ -119,52 +149,123 @@ impl Client {
         self.torrents.lock().get(info_hash).filter(|s| !s.shutdown.is_cancelled()).cloned()
     }
 
+    /// The client's DHT node, if it runs one.
+    pub fn dht(&self) -> Option<&Dht> {
+        self.services.dht.as_ref()
+    }
+
     /// Stops the listener and every torrent's tasks.
     pub fn shutdown(&self) {
         self.net.shutdown.cancel();
     }
-}
 
-async fn accept_loop(client: Client, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = client.net.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                let Some(slot) = client.net.connection_slot() else {
-                    tracing::debug!(%addr, "inbound connection refused: connection limit");
-                    continue;
-                };
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match PeerStream::from_tcp(stream, addr) {
-                        Ok(stream) => accept_one(client, stream).await,
-                        Err(e) => tracing::debug!(%addr, error = %e, "inbound connection refused"),
-                    }
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    /// Stops everything, and waits (briefly) for what must be saved or
+    /// undone: the DHT's routing table, the router's port mappings.
+    pub async fn close(&self) {
+        self.shutdown();
+        if let Some(dht) = &self.services.dht {
+            dht.closed().await;
         }
+        self.net.closed().await;
     }
 }
 
-/// Handshakes an inbound connection and hands it to its torrent.
-async fn accept_one(client: Client, mut stream: PeerStream) {
+/// Takes inbound connections, TCP and uTP alike, within the client's
+/// connection slots, and hands each to `accept_one`.
+async fn accept_loop(client: Client, listeners: Listeners) {
+    let Listeners { tcp, mut utp } = listeners;
+    loop {
+        let stream = tokio::select! {
+            _ = client.net.shutdown.cancelled() => return,
+            accepted = accept_tcp(&tcp) => match accepted.and_then(|(s, addr)| PeerStream::from_tcp(s, addr, false)) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(stream) = next_utp(&mut utp) => stream,
+        };
+        let Some(slot) = client.net.connection_slot() else {
+            tracing::debug!(addr = %stream.remote, "inbound connection refused: connection limit");
+            continue;
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            accept_one(client, stream).await;
+        });
+    }
+}
+
+async fn accept_tcp(listener: &Option<TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_utp(accepted: &mut Option<tokio::sync::mpsc::Receiver<PeerStream>>) -> Option<PeerStream> {
+    match accepted {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why an inbound connection was turned away.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error(transparent)]
+    Mse(#[from] MseError),
+    #[error("a plain handshake, and encryption is required")]
+    PlainHandshake,
+    #[error("an encrypted handshake, and encryption is off")]
+    EncryptedHandshake,
+    #[error("too many encrypted handshakes at once")]
+    MseBusy,
+}
+
+/// Handshakes an inbound connection (plain, or encrypted: told apart by
+/// its first 20 bytes) and hands it to its torrent.
+async fn accept_one(client: Client, stream: PeerStream) {
     let addr = stream.remote;
-    let serves = |h: &InfoHash| client.swarm(h).is_some();
-    match handshake(&mut stream, Side::Listener(&serves), client.net.peer_id).await {
-        Ok(theirs) => {
+    match open_inbound(&client, stream).await {
+        Ok((stream, theirs)) => {
             if let Some(swarm) = client.swarm(&theirs.info_hash) {
                 crate::peer::run(swarm, stream, theirs).await;
             }
         }
         Err(e) => tracing::debug!(%addr, error = %e, "inbound connection refused"),
     }
+}
+
+async fn open_inbound(client: &Client, mut stream: PeerStream) -> Result<(PeerStream, Handshake), Refused> {
+    let mut first = [0u8; 20];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read.read_exact(&mut first))
+        .await
+        .map_err(|_| HandshakeError::TimedOut)?
+        .map_err(HandshakeError::from)?;
+    let policy = client.net.encryption;
+    if &first == BT_PROTOCOL {
+        if policy == Encryption::Require {
+            return Err(Refused::PlainHandshake);
+        }
+        stream.read = Box::new(MseReader::prefixed(stream.read, first.to_vec()));
+    } else {
+        if policy == Encryption::Off {
+            return Err(Refused::EncryptedHandshake);
+        }
+        if !client.net.allow_incoming_mse() {
+            return Err(Refused::MseBusy);
+        }
+        let torrent_of = |wanted: &[u8; 20]| client.torrent_by_req2(wanted);
+        stream = mse::receive(stream, first.to_vec(), policy, &torrent_of).await?.0;
+    }
+    let serves = |h: &InfoHash| client.swarm(h).map(|s| s.us());
+    let theirs = handshake(&mut stream, Side::Listener(&serves), client.net.us()).await?;
+    Ok((stream, theirs))
 }

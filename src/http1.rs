@@ -78,7 +78,9 @@ pub fn range_response(range: Option<(u64, Option<u64>)>, size: u64, content_type
         Some((a, b)) => {
             let last = b.unwrap_or(u64::MAX).min(size.saturating_sub(1));
             if a >= size || a > last {
-                return Err(Unsatisfiable(format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n")));
+                return Err(Unsatisfiable(format!(
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n"
+                )));
             }
             ("206 Partial Content", a, last + 1)
         }

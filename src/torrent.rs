@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ccfd_proto::metainfo::{InfoHash, Metainfo};
-use ccfd_tracker::TrackerTiers;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::discovery::announce::{self, Announcer};
+use crate::discovery::dht;
 use crate::discovery::{PeerSource, SwarmLink, SwarmStatus};
-use crate::net::handshake::{handshake, Side};
+use crate::net::dial::{dial as net_dial, Dialed};
 use crate::storage::{OpenMode, StorageError};
-use crate::swarm::{CodedSetup, Swarm, TorrentConfig};
+use crate::swarm::{Services, Swarm, TorrentConfig};
 
 /// A running torrent: its swarm and the tasks that drive it.
 pub struct Torrent {
@@ -41,25 +41,28 @@ impl Torrent {
     /// for its whole life (the user's `--peer`).
     pub(crate) async fn start(
         net: Arc<crate::net::Net>,
-        coded: Option<CodedSetup>,
+        services: Services,
         meta: Arc<Metainfo>,
         root: &Path,
         mode: OpenMode,
         config: TorrentConfig,
         peers: Vec<SocketAddr>,
     ) -> Result<Arc<Torrent>, StorageError> {
-        let (swarm, verify_queue) = Swarm::open(net.clone(), coded, meta.clone(), root, mode, config).await?;
-        swarm.add_candidates(peers, true);
+        let (swarm, verify_queue) = Swarm::open(net.clone(), services, meta.clone(), root, mode, config).await?;
+        swarm.add_candidates(peers, PeerSource::Manual);
         tokio::spawn(swarm.clone().run_verifier(verify_queue));
         tokio::spawn(maintain(swarm.clone()));
-        let tiers = TrackerTiers::new(meta.trackers.clone(), &mut rand::rng());
         let announcer = Announcer {
             trackers: net.trackers.clone(),
             peer_id: net.peer_id,
             port: net.listen_addr.port(),
+            external_ip: net.external_ip.clone(),
             shutdown: swarm.shutdown.clone(),
         };
-        let handle = tokio::spawn(announce::run(announcer, swarm.clone(), tiers));
+        let handle = tokio::spawn(announce::run(announcer, swarm.clone(), meta.trackers.clone()));
+        if let Some(dht) = swarm.dht.clone() {
+            tokio::spawn(dht::run_source(dht, swarm.clone(), net.listen_addr.port(), swarm.shutdown.clone()));
+        }
         Ok(Arc::new(Torrent { swarm, announcer: Mutex::new(Some(handle)) }))
     }
 
@@ -114,28 +117,24 @@ async fn maintain(swarm: Arc<Swarm>) {
     swarm.close_all();
 }
 
-/// Connects to `addr` within a client-wide connection slot; a failure
-/// sets the address's backoff, a success runs the connection.
+/// Connects to `addr` within a client-wide connection slot (see
+/// [`crate::net::dial`] for the transports and encryption tried); a
+/// failure sets the address's backoff, a success runs the connection.
 async fn dial(swarm: Arc<Swarm>, addr: SocketAddr) {
     let Some(_slot) = swarm.net.connection_slot() else {
-        swarm.dial_connected(addr);
+        swarm.dial_abandoned(addr);
         return;
     };
-    let connect = async {
-        let mut stream = swarm.net.connect(addr).await.map_err(crate::net::handshake::HandshakeError::from)?;
-        let theirs = handshake(&mut stream, Side::Dialer(swarm.meta.info_hash), swarm.net.peer_id).await?;
-        Ok::<_, crate::net::handshake::HandshakeError>((stream, theirs))
-    };
-    match tokio::time::timeout(swarm.config.connect_timeout, connect).await {
-        Ok(Ok((stream, theirs))) => {
-            swarm.dial_connected(addr);
+    let encrypted_first = swarm.dial_encrypted_first(addr);
+    match net_dial(&swarm.net, addr, swarm.meta.info_hash, swarm.us(), encrypted_first, swarm.config.connect_timeout).await {
+        Ok(Dialed { stream, theirs, encrypted }) => {
+            swarm.dial_connected(addr, encrypted);
             crate::peer::run(swarm, stream, theirs).await;
         }
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "connect failed");
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "dial failed");
             swarm.dial_failed(addr);
         }
-        Err(_) => swarm.dial_failed(addr),
     }
 }
 
@@ -160,6 +159,6 @@ impl SwarmLink for Swarm {
     }
 
     fn found(&self, addrs: Vec<SocketAddr>, source: PeerSource) {
-        self.add_candidates(addrs, source == PeerSource::Manual);
+        self.add_candidates(addrs, source);
     }
 }

@@ -42,6 +42,7 @@ impl WebSeed {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(WebSeedError::BadUrl(url.to_string()));
         }
+        ccfd_tracker::install_tls_provider();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60));
         if let Some(ip) = bind.filter(|ip| !ip.is_unspecified()) {
             builder = builder.local_address(ip);

@@ -249,7 +249,7 @@ fn a_magnet_whose_metadata_nests_deep_fails_with_a_clear_error() {
     let out = dir.path().join("out");
     let output = Command::new(BIN)
         .args(["download", &format!("magnet:?xt=urn:btih:{hex}"), "--peer", &peer_addr, "-o", out.to_str().unwrap()])
-        .args(["--bind", &net.ip(2), "--port", "0", "--metadata-timeout", "30"])
+        .args(["--bind", &net.ip(2), "--port", "0", "--metadata-timeout", "30", "--no-dht"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&output.stderr);

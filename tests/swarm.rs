@@ -8,6 +8,7 @@ mod common;
 
 use ccfd_bt::client::{Client, ClientConfig};
 use ccfd_bt::decide::choker::ChokerConfig;
+use ccfd_bt::discovery::PeerSource;
 use ccfd_bt::storage::OpenMode;
 use ccfd_bt::swarm::{PeerSnapshot, TorrentConfig};
 use ccfd_bt::world::{Faults, World};
@@ -165,7 +166,7 @@ async fn new_candidates_are_dialed_at_once() {
     // The leecher's first tick ran when it started; the next is a second after it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let told = Instant::now();
-    leech.torrent.add_candidates([seed.client.listen_addr()], false);
+    leech.torrent.add_candidates([seed.client.listen_addr()], PeerSource::Tracker);
     assert!(eventually(Duration::from_secs(3), || leech.torrent.peer_count() == 1).await, "never connected");
     let waited = told.elapsed();
     assert!(waited < Duration::from_millis(500), "dialed only after {waited:?}, at the next tick");

@@ -16,12 +16,14 @@ use ccfd_proto::magnet::Magnet;
 use ccfd_proto::metainfo::{InfoHash, Metainfo, MetainfoError};
 use ccfd_proto::ut_metadata::{MetadataAssembler, UtMetadata, METADATA_PIECE};
 use ccfd_proto::wire::{Message, MessageCodec, WireError};
-use ccfd_tracker::{AnnounceRequest, Event, TrackerTiers};
+use ccfd_tracker::{AnnounceRequest, Event, TrackerError};
 use futures::{SinkExt, StreamExt};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::net::handshake::{handshake, HandshakeError, Side};
+use super::announce::tracker_urls;
+use super::dht::{Dht, LookupEvent};
+use crate::net::dial::{dial, DialError, Dialed};
 use crate::net::Net;
 
 /// Peers asked at once while fetching metadata.
@@ -30,6 +32,11 @@ const PARALLEL_PEERS: usize = 8;
 /// doubles on each announce up to `MAX_ANNOUNCE_GAP`.
 const FIRST_ANNOUNCE_GAP: Duration = Duration::from_millis(500);
 const MAX_ANNOUNCE_GAP: Duration = Duration::from_secs(5);
+/// After a DHT lookup, the wait before the next one, doubling up to the maximum.
+const DHT_AGAIN: Duration = Duration::from_secs(2);
+const MAX_DHT_AGAIN: Duration = Duration::from_secs(30);
+/// How long one attempt at connecting and handshaking may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one peer may take to hand over the whole dictionary.
 const PER_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why metadata could not be had.
@@ -49,7 +56,7 @@ enum PeerFetchError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Handshake(#[from] HandshakeError),
+    Dial(#[from] DialError),
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error(transparent)]
@@ -66,12 +73,24 @@ enum PeerFetchError {
     Closed,
 }
 
-/// Finds peers (trackers, then `peers`) and fetches the info dictionary from
-/// whichever of them answers first with bytes that match the info-hash.
-pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], limit: Duration) -> Result<Metainfo, MetadataError> {
-    let deadline = tokio::time::Instant::now() + limit;
+/// Finds peers (trackers, the DHT, then `peers`) and fetches the info
+/// dictionary from whichever answers first with bytes that match the info-hash.
+pub async fn fetch(
+    net: Arc<Net>,
+    dht: Option<&Dht>,
+    magnet: &Magnet,
+    extra_peers: &[SocketAddr],
+    limit: Duration,
+) -> Result<Metainfo, MetadataError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + limit;
+    // Said once, at the first handshake: "time to first peer" for users and benches.
+    let first_peer = Arc::new(std::sync::OnceLock::new());
     let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-    let mut trackers = TrackerTiers::new(tiers.clone(), &mut rand::rng());
+    let trackers = tracker_urls(&tiers);
+    // Every tracker at once, one announce in flight per tracker.
+    let mut announces: JoinSet<(String, Result<Vec<SocketAddr>, TrackerError>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
     let mut tried: HashSet<SocketAddr> = HashSet::new();
     let mut queue: Vec<SocketAddr> = magnet.peers.iter().chain(extra_peers).copied().collect();
     let mut tasks = JoinSet::new();
@@ -79,7 +98,17 @@ pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], l
     // Peers found by a first announce may not have the torrent running yet
     // (a seed announcing at the same moment), so ask again soon, then less often.
     let mut announce_gap = FIRST_ANNOUNCE_GAP;
+    // The DHT is asked again a while after each lookup ends, while no peer gave the dictionary.
+    let mut dht_lookup = dht.map(|d| d.get_peers(magnet.info_hash, None));
+    let mut dht_again = DHT_AGAIN;
+    let mut next_dht: Option<tokio::time::Instant> = None;
     loop {
+        if let (Some(d), Some(at)) = (dht, next_dht) {
+            if tokio::time::Instant::now() >= at {
+                dht_lookup = Some(d.get_peers(magnet.info_hash, None));
+                next_dht = None;
+            }
+        }
         if !trackers.is_empty() && tokio::time::Instant::now() >= next_announce {
             let req = AnnounceRequest {
                 info_hash: magnet.info_hash,
@@ -93,10 +122,17 @@ pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], l
                 numwant: 50,
                 key: rand::random(),
                 tracker_id: None,
+                external_ip: net.external_ip.get(),
             };
-            match trackers.announce(&net.trackers, &req).await {
-                Ok(resp) => queue.extend(resp.peers),
-                Err(e) => tracing::warn!(error = %e, "announce for metadata failed"),
+            for url in &trackers {
+                if !in_flight.insert(url.clone()) {
+                    continue;
+                }
+                let (client, url, req) = (net.trackers.clone(), url.clone(), req.clone());
+                announces.spawn(async move {
+                    let peers = client.announce(&url, &req).await.map(|r| r.peers);
+                    (url, peers)
+                });
             }
             next_announce = tokio::time::Instant::now() + announce_gap;
             announce_gap = (announce_gap * 2).min(MAX_ANNOUNCE_GAP);
@@ -106,14 +142,43 @@ pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], l
             if addr == net.listen_addr || !tried.insert(addr) {
                 continue;
             }
-            let (net, info_hash) = (net.clone(), magnet.info_hash);
-            tasks.spawn(async move { (addr, tokio::time::timeout(PER_PEER_TIMEOUT, fetch_from(&net, addr, info_hash)).await) });
+            let (net, info_hash, first_peer) = (net.clone(), magnet.info_hash, first_peer.clone());
+            tasks.spawn(async move {
+                let fetched = fetch_from(&net, addr, info_hash, || {
+                    first_peer.get_or_init(|| tracing::info!(%addr, after = ?started.elapsed(), "first peer connected"));
+                });
+                (addr, tokio::time::timeout(PER_PEER_TIMEOUT, fetched).await)
+            });
         }
-        let wake = if trackers.is_empty() { deadline } else { next_announce.min(deadline) };
+        let mut wake = if trackers.is_empty() { deadline } else { next_announce.min(deadline) };
+        if let Some(at) = next_dht {
+            wake = wake.min(at);
+        }
         tokio::select! {
+            Some(Ok((url, peers))) = announces.join_next(), if !announces.is_empty() => {
+                in_flight.remove(&url);
+                match peers {
+                    Ok(peers) => queue.extend(peers),
+                    Err(e) => tracing::warn!(tracker = %url, error = %e, "announce for metadata failed"),
+                }
+            }
+            event = next_lookup_event(&mut dht_lookup) => match event {
+                Some(LookupEvent::Peers(peers)) => {
+                    tracing::debug!(peers = peers.len(), "DHT peers for metadata");
+                    queue.extend(peers);
+                }
+                Some(LookupEvent::Done) | None => {
+                    dht_lookup = None;
+                    next_dht = Some(tokio::time::Instant::now() + dht_again);
+                    dht_again = (dht_again * 2).min(MAX_DHT_AGAIN);
+                }
+            },
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
-                    Ok((_, Ok(Ok(info)))) => return Ok(Metainfo::from_info_bytes(&info, tiers)?),
+                    Ok((addr, Ok(Ok(info)))) => {
+                        tracing::info!(%addr, after = ?started.elapsed(), "metadata received");
+                        return Ok(Metainfo::from_info_bytes(&info, tiers)?);
+                    }
                     Ok((addr, Ok(Err(e)))) => tracing::debug!(%addr, error = %e, "no metadata from peer"),
                     Ok((addr, Err(_))) => tracing::debug!(%addr, "metadata peer timed out"),
                     Err(_) => {}
@@ -131,10 +196,18 @@ pub async fn fetch(net: Arc<Net>, magnet: &Magnet, extra_peers: &[SocketAddr], l
     }
 }
 
+/// The next event of a DHT lookup in progress; never without one.
+async fn next_lookup_event(lookup: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LookupEvent>>) -> Option<LookupEvent> {
+    match lookup {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Connects to one peer and asks it for the whole dictionary.
-async fn fetch_from(net: &Net, addr: SocketAddr, info_hash: InfoHash) -> Result<Vec<u8>, PeerFetchError> {
-    let mut stream = net.connect(addr).await?;
-    let theirs = handshake(&mut stream, Side::Dialer(info_hash), net.peer_id).await?;
+async fn fetch_from(net: &Net, addr: SocketAddr, info_hash: InfoHash, connected: impl FnOnce()) -> Result<Vec<u8>, PeerFetchError> {
+    let Dialed { stream, theirs, .. } = dial(net, addr, info_hash, net.us(), false, CONNECT_TIMEOUT).await?;
+    connected();
     if !theirs.supports_extensions() {
         return Err(PeerFetchError::NoExtensions);
     }

@@ -1,9 +1,10 @@
-//! Where a torrent's peers come from: trackers (`announce`) today, and the
-//! peers of a magnet link's metadata (`metadata`); DHT and PEX plug in here
-//! next. A source knows no swarm: it reads the torrent's state and hands
+//! Where a torrent's peers come from: trackers (`announce`), the DHT
+//! (`dht`), and the peers of a magnet link's metadata (`metadata`); PEX
+//! arrives on peer connections (`peer`) and lands in the same place. A source knows no swarm: it reads the torrent's state and hands
 //! over addresses through [`SwarmLink`], which the swarm implements.
 
 pub mod announce;
+pub mod dht;
 pub mod metadata;
 
 use std::net::SocketAddr;
@@ -12,11 +13,26 @@ use ccfd_proto::metainfo::InfoHash;
 use tokio::sync::watch;
 
 /// Where a candidate address came from (counted per source in reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PeerSource {
     Tracker,
+    Dht,
+    /// BEP 11 peer exchange.
+    Pex,
     /// Given by the user (`--peer`, a magnet's `x.pe`).
     Manual,
+}
+
+impl PeerSource {
+    /// The name in reports (`--json`'s `peer_sources`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerSource::Tracker => "tracker",
+            PeerSource::Dht => "dht",
+            PeerSource::Pex => "pex",
+            PeerSource::Manual => "manual",
+        }
+    }
 }
 
 /// What a source needs to know of the torrent it finds peers for.

@@ -15,16 +15,41 @@ pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing half of a peer connection.
 pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// How a connection's bytes travel (for the peers panel and `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Obfuscation {
+    /// A plain BitTorrent connection.
+    None,
+    /// MSE handshake, then plaintext.
+    Handshake,
+    /// MSE handshake, then RC4 for everything.
+    Rc4,
+}
+
+impl Obfuscation {
+    /// The name in reports: `plain`, `mse` (handshake hidden), `rc4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Obfuscation::None => "plain",
+            Obfuscation::Handshake => "mse",
+            Obfuscation::Rc4 => "rc4",
+        }
+    }
+}
+
 /// What carries a connection's bytes (the peers panel and `--json` say it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Tcp,
+    /// BEP 29, on the shared UDP port.
+    Utp,
 }
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Transport::Tcp => "tcp",
+            Transport::Utp => "utp",
         })
     }
 }
@@ -35,14 +60,27 @@ pub struct PeerStream {
     pub write: BoxWrite,
     pub remote: SocketAddr,
     pub transport: Transport,
+    /// We dialed it (it accepts connections at `remote`).
+    pub outgoing: bool,
+    /// Whether (and how) the bytes are encrypted (MSE).
+    pub obfuscation: Obfuscation,
 }
 
 impl PeerStream {
-    /// A TCP connection, split into owned halves (no lock between them).
-    pub fn from_tcp(stream: TcpStream, remote: SocketAddr) -> std::io::Result<PeerStream> {
+    /// A TCP connection, split into owned halves (no lock between them);
+    /// `outgoing` if we dialed it. A v4-mapped address is the IPv4 peer itself.
+    pub fn from_tcp(stream: TcpStream, remote: SocketAddr, outgoing: bool) -> std::io::Result<PeerStream> {
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
-        Ok(PeerStream { read: Box::new(read), write: Box::new(write), remote, transport: Transport::Tcp })
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
+        Ok(PeerStream {
+            read: Box::new(read),
+            write: Box::new(write),
+            remote,
+            transport: Transport::Tcp,
+            outgoing,
+            obfuscation: Obfuscation::None,
+        })
     }
 }
 
@@ -53,5 +91,5 @@ pub async fn connect_tcp(bind: IpAddr, addr: SocketAddr) -> std::io::Result<Peer
         socket.bind(SocketAddr::new(bind, 0))?;
     }
     let stream = socket.connect(addr).await?;
-    PeerStream::from_tcp(stream, addr)
+    PeerStream::from_tcp(stream, addr, true)
 }

@@ -56,6 +56,8 @@ pub trait DatagramSink: Send + Sync {
 pub struct UdpEndpoint {
     socket: UdpSocket,
     port: u16,
+    /// Bound to an IPv6 address: IPv4 peers are reached as v4-mapped addresses.
+    v6: bool,
     sinks: RwLock<HashMap<DatagramKind, Arc<dyn DatagramSink>>>,
 }
 
@@ -64,21 +66,26 @@ impl UdpEndpoint {
     /// peer then learns the port from the extended handshake), and
     /// receives until `shutdown`.
     pub async fn bind(ip: IpAddr, port: u16, shutdown: CancellationToken) -> std::io::Result<Arc<UdpEndpoint>> {
-        let socket = match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+        let socket = match bind_udp(SocketAddr::new(ip, port)) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%ip, port, error = %e, "UDP port taken; using a free one");
-                UdpSocket::bind(SocketAddr::new(ip, 0)).await?
+                bind_udp(SocketAddr::new(ip, 0))?
             }
         };
-        let port = socket.local_addr()?.port();
-        let endpoint = Arc::new(UdpEndpoint { socket, port, sinks: RwLock::new(HashMap::new()) });
+        let local = socket.local_addr()?;
+        let endpoint = Arc::new(UdpEndpoint { socket, port: local.port(), v6: local.is_ipv6(), sinks: RwLock::new(HashMap::new()) });
         tokio::spawn(receive_loop(endpoint.clone(), shutdown));
         Ok(endpoint)
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether the socket speaks IPv6 (and, bound to `::`, IPv4 as well).
+    pub fn is_ipv6(&self) -> bool {
+        self.v6
     }
 
     /// Routes datagrams of `kind` to `sink` from now on.
@@ -89,8 +96,25 @@ impl UdpEndpoint {
     /// Sends one datagram; an error (a full buffer, an unreachable port)
     /// is the caller's loss to count.
     pub async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        let to = match to {
+            SocketAddr::V4(v4) if self.v6 => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            other => other,
+        };
         self.socket.send_to(datagram, to).await
     }
+}
+
+/// A UDP socket on `addr`; on an IPv6 address it takes IPv4 too (dual
+/// stack), whatever the system's default.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn receive_loop(endpoint: Arc<UdpEndpoint>, shutdown: CancellationToken) {
@@ -106,6 +130,8 @@ async fn receive_loop(endpoint: Arc<UdpEndpoint>, shutdown: CancellationToken) {
         };
         let bytes = &buf[..n];
         let Some(kind) = classify(bytes) else { continue };
+        // An IPv4 peer on a dual-stack socket is itself, not a v4-mapped v6 address.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         let sink = endpoint.sinks.read().get(&kind).cloned();
         if let Some(sink) = sink {
             sink.deliver(from, bytes, Instant::now());

@@ -7,9 +7,11 @@
 //! cooperation on, the connection's `ccfd::link::CodedLink` adds a sender
 //! task and a stream of datagrams.
 
+mod pex;
 mod upload;
 pub mod wire_state;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ccfd_proto::bitfield::Bitfield;
 use ccfd_proto::extended::{our_ids, ExtendedError, ExtendedHandshake, Extension, TheirIds};
+use ccfd_proto::fast::{allowed_fast_set, ALLOWED_FAST};
+use ccfd_proto::pex::PexMessage;
 use ccfd_proto::ut_metadata::{answer_request, UtMetadata};
 use ccfd_proto::wire::{BlockRef, Handshake, Message, MessageCodec, WireError};
 use futures::{SinkExt, StreamExt};
@@ -28,12 +32,17 @@ use crate::ccfd::link::CodedLink;
 use crate::ccfd::proto::{Control, Offer, ProtoError, GENERATION};
 use crate::ccfd::router::Arrival;
 use crate::decide::picker::PeerKey;
+use crate::discovery::PeerSource;
 use crate::net::transport::{BoxRead, BoxWrite, PeerStream};
 use crate::net::Traffic;
 use crate::swarm::{Admitted, PeerCommand, Swarm};
 use upload::Pending;
 use wire_state::{RequestVerdict, WireState, WireTimeouts, OUR_REQQ};
 
+/// Allowed-fast pieces we keep per peer (BEP 6 sets are about ten).
+const MAX_ALLOWED_FAST: usize = 64;
+/// How long we wait for a peer's extended handshake before using its allowed-fast set anyway.
+const EXTENSIONS_WAIT: Duration = Duration::from_secs(2);
 /// How often a coded link renews stalled wants and sends feedback.
 const CODED_TICK: Duration = Duration::from_millis(10);
 
@@ -67,14 +76,15 @@ pub async fn run(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake) {
 
 async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake) {
     let addr = stream.remote;
-    let Admitted { key, commands, traffic } = match swarm.register_peer(addr, theirs.peer_id, stream.transport) {
-        Ok(admitted) => admitted,
-        Err(reason) => {
-            tracing::debug!(%addr, %reason, "connection not admitted");
-            return;
-        }
-    };
-    tracing::debug!(%addr, client = %ccfd_proto::wire::client_name(&theirs.peer_id), transport = %stream.transport, "peer connected");
+    let Admitted { key, commands, traffic } =
+        match swarm.register_peer(addr, theirs.peer_id, stream.outgoing, (stream.transport, stream.obfuscation)) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                tracing::debug!(%addr, %reason, "connection not admitted");
+                return;
+            }
+        };
+    tracing::debug!(%addr, client = %ccfd_proto::wire::client_name(&theirs.peer_id), transport = %stream.transport, encryption = ?stream.obfuscation, "peer connected");
     let PeerStream { read, write, .. } = stream;
     let (out_tx, out_rx) = mpsc::channel(1024);
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
@@ -93,17 +103,21 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
         coded,
         our_have: swarm.have(),
         has: Bitfield::new(swarm.meta.piece_count()),
-        wire: WireState::new(Instant::now(), timeouts),
+        wire: WireState::new(Instant::now(), timeouts, theirs.supports_fast()),
+        allowed_for_them: HashSet::new(),
+        allowed_for_us: HashSet::new(),
+        allowed_fast_from: Instant::now() + if theirs.supports_extensions() { EXTENSIONS_WAIT } else { Duration::ZERO },
         swarm: swarm.clone(),
         key,
         addr,
         their_ids: TheirIds::default(),
+        pex: pex::PexState::new(Instant::now()),
         traffic,
         out: out_tx,
         uploads: up_tx,
         pending,
     };
-    let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, theirs.supports_extensions()).await;
+    let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, &theirs).await;
     if let Err(e) = &result {
         tracing::debug!(%addr, error = %e, "peer connection closed");
     }
@@ -125,8 +139,18 @@ struct Connection {
     /// Pieces we have (kept current by `Have` commands), to validate requests without locking.
     our_have: Bitfield,
     wire: WireState,
+    /// BEP 6: pieces it may ask for while we choke it (its allowed-fast set).
+    allowed_for_them: HashSet<u32>,
+    /// BEP 6: pieces we may ask for while it chokes us.
+    allowed_for_us: HashSet<u32>,
+    /// When allowed-fast pieces may be asked for: once its extended
+    /// handshake has said whether it cooperates coded (a coded peer's
+    /// pieces come coded, not as plain requests made while it chokes us),
+    /// or a moment after connecting if that handshake never comes.
+    allowed_fast_from: Instant,
     /// The ids the peer wants each extension's messages on (BEP 10).
     their_ids: TheirIds,
+    pex: pex::PexState,
     traffic: Arc<Traffic>,
     out: mpsc::Sender<Message>,
     uploads: mpsc::Sender<BlockRef>,
@@ -141,14 +165,28 @@ impl Connection {
         mut reader: Reader,
         mut commands: mpsc::UnboundedReceiver<PeerCommand>,
         mut coded_rx: Option<mpsc::Receiver<Arrival>>,
-        extensions: bool,
+        theirs: &Handshake,
     ) -> Result<(), PeerError> {
         let super_seeding = self.swarm.super_seeding();
-        if self.our_have.count() > 0 && !super_seeding {
+        if self.wire.fast {
+            // BEP 6: one of these three always comes first.
+            let first = match (super_seeding, self.our_have.count()) {
+                (true, _) | (false, 0) => Message::HaveNone,
+                (false, n) if n == self.our_have.len() => Message::HaveAll,
+                _ => Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes())),
+            };
+            self.send(first).await?;
+            self.grant_allowed_fast().await?;
+        } else if self.our_have.count() > 0 && !super_seeding {
             self.send(Message::Bitfield(Bytes::copy_from_slice(self.our_have.as_bytes()))).await?;
         }
-        if extensions {
-            let offered = Extension::ALL.into_iter().filter(|&e| e != Extension::Ccfd || self.coded.is_some());
+        if theirs.supports_extensions() {
+            let pex = self.swarm.pex_allowed();
+            let offered = Extension::ALL.into_iter().filter(|&e| match e {
+                Extension::Ccfd => self.coded.is_some(),
+                Extension::UtPex => pex,
+                Extension::UtMetadata => true,
+            });
             let hs = ExtendedHandshake {
                 v: Some(concat!("ccfd-bt ", env!("CARGO_PKG_VERSION")).into()),
                 m: our_ids(offered),
@@ -158,6 +196,10 @@ impl Connection {
                 ccfd: self.coded.as_ref().map(|c| c.offer().to_value()),
             };
             self.send(Message::Extended { id: 0, payload: hs.to_bytes() }).await?;
+        }
+        if self.swarm.dht.is_some() && theirs.supports_dht() {
+            // BEP 5: where our DHT node listens, for the peer's routing table.
+            self.send(Message::Port(self.swarm.net.udp.port())).await?;
         }
         if super_seeding {
             self.reveal_more().await?;
@@ -204,10 +246,14 @@ impl Connection {
     async fn on_message(&mut self, msg: Message) -> Result<(), PeerError> {
         let n = self.has.len();
         match msg {
-            Message::Bitfield(bits) => {
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
                 // BEP 3 puts it first, but BEP 10 lets the extended handshake come
                 // before it and some clients (aria2) send it again: the latest wins.
-                let new = Bitfield::from_wire(&bits, n).ok_or(PeerError::Bitfield)?;
+                let new = match msg {
+                    Message::Bitfield(bits) => Bitfield::from_wire(&bits, n).ok_or(PeerError::Bitfield)?,
+                    Message::HaveAll => Bitfield::full(n),
+                    _ => Bitfield::new(n),
+                };
                 let old = std::mem::replace(&mut self.has, new);
                 let wants = self.swarm.peer_bitfield(self.key, &old, &self.has);
                 self.set_interested(wants).await?;
@@ -242,7 +288,7 @@ impl Connection {
                 // Super-seeding: a peer that wants nothing more of what it was shown is shown more.
                 self.reveal_more().await?;
             }
-            Message::Request(block) => self.on_request(block)?,
+            Message::Request(block) => self.on_request(block).await?,
             Message::Piece { piece, offset, data } => {
                 let block = BlockRef { piece, offset, length: data.len() as u32 };
                 tracing::trace!(addr = %self.addr, piece, offset, "block");
@@ -253,7 +299,25 @@ impl Connection {
                     self.swarm.verify(done).await;
                 }
             }
-            Message::Cancel(block) => self.pending.cancel(&block),
+            Message::Cancel(block) => {
+                // BEP 6: a cancelled request still gets an answer, the block or a reject.
+                if self.pending.cancel(&block) && self.wire.fast {
+                    self.send(Message::Reject(block)).await?;
+                }
+            }
+            Message::Reject(block) => {
+                if self.wire.finished(&block) {
+                    tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "request rejected");
+                    self.swarm.release(self.key, [block]);
+                }
+            }
+            Message::AllowedFast(piece) => {
+                // Bounded: a peer may not grow our memory by granting every piece.
+                if piece < n && self.allowed_for_us.len() < MAX_ALLOWED_FAST && self.swarm.config.use_allowed_fast {
+                    self.allowed_for_us.insert(piece);
+                }
+            }
+            Message::Suggest(piece) => tracing::trace!(addr = %self.addr, piece, "piece suggested"),
             Message::Extended { id: 0, payload } => self.on_extended_handshake(&payload)?,
             Message::Extended { id, payload } => match Extension::from_our_id(id) {
                 Some(Extension::Ccfd) => {
@@ -261,6 +325,7 @@ impl Connection {
                         link.on_control(Control::parse(&payload)?, self.wire.am_choking);
                     }
                 }
+                Some(Extension::UtPex) => self.on_pex(&payload),
                 Some(Extension::UtMetadata) => {
                     // Serve our info dictionary (BEP 9); ignore anything else on this id.
                     let theirs = self.their_ids.get(Extension::UtMetadata);
@@ -271,7 +336,13 @@ impl Connection {
                 }
                 None => {}
             },
-            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
+            Message::Port(port) => {
+                // A peer's DHT node: it joins our table if it answers a ping.
+                if let (Some(dht), true) = (&self.swarm.dht, port != 0) {
+                    dht.add_node(SocketAddr::new(self.addr.ip(), port));
+                }
+            }
+            Message::KeepAlive | Message::Unknown { .. } => {}
         }
         self.fill_requests().await
     }
@@ -280,10 +351,14 @@ impl Connection {
     /// nested too deep) ends the connection.
     fn on_extended_handshake(&mut self, payload: &[u8]) -> Result<(), PeerError> {
         let hs = ExtendedHandshake::parse(payload)?;
+        self.allowed_fast_from = Instant::now();
         if let Some(q) = hs.reqq {
             self.wire.set_peer_reqq(q);
         }
         self.their_ids = TheirIds::from_handshake(&hs);
+        if let Some(port) = hs.p.and_then(|p| u16::try_from(p).ok()) {
+            self.swarm.peer_listens(self.key, port);
+        }
         let msg_id = self.their_ids.get(Extension::Ccfd);
         let offer = hs.ccfd.as_ref().and_then(Offer::from_value);
         if let (Some(link), Some(id), Some(offer)) = (&mut self.coded, msg_id, offer) {
@@ -296,24 +371,73 @@ impl Connection {
         Ok(())
     }
 
+    /// Peer exchange: tells the peer who joined and left, at most once a minute.
+    async fn send_pex(&mut self) -> Result<(), PeerError> {
+        let Some(id) = self.their_ids.get(Extension::UtPex).filter(|_| self.swarm.pex_allowed()) else { return Ok(()) };
+        let view = self.swarm.pex_view(self.key);
+        if let Some(msg) = self.pex.message(Instant::now(), view) {
+            tracing::trace!(addr = %self.addr, added = msg.added.len(), dropped = msg.dropped.len(), "pex sent");
+            self.send(Message::Extended { id, payload: Bytes::from(msg.to_bytes()) }).await?;
+        }
+        Ok(())
+    }
+
+    /// A peer's PEX message: new candidates (never for a private torrent;
+    /// messages closer than the rules allow are ignored, a bad one too).
+    fn on_pex(&mut self, payload: &[u8]) {
+        if !self.swarm.pex_allowed() || !self.pex.accept(Instant::now()) {
+            return;
+        }
+        match PexMessage::parse(payload) {
+            Ok(msg) => {
+                tracing::trace!(addr = %self.addr, added = msg.added.len(), "pex received");
+                self.swarm.add_candidates(msg.added.into_iter().map(|(a, _)| a), PeerSource::Pex);
+            }
+            Err(e) => tracing::debug!(addr = %self.addr, error = %e, "pex ignored"),
+        }
+    }
+
     /// Super-seeding: shows the peer its next pieces once it got the last ones.
     async fn reveal_more(&mut self) -> Result<(), PeerError> {
         if self.swarm.super_seeding() {
             for piece in self.swarm.reveal(self.key, &self.has) {
                 tracing::trace!(addr = %self.addr, piece, "piece revealed");
                 self.send(Message::Have(piece)).await?;
+                if self.wire.fast {
+                    // BEP 6: and worth asking for first.
+                    self.send(Message::Suggest(piece)).await?;
+                }
             }
         }
         Ok(())
     }
 
-    fn on_request(&mut self, block: BlockRef) -> Result<(), PeerError> {
+    async fn on_request(&mut self, block: BlockRef) -> Result<(), PeerError> {
         let have = block.piece < self.our_have.len() && self.our_have.get(block.piece);
         let piece_len = have.then(|| self.swarm.meta.piece_len(block.piece));
-        match self.wire.judge_request(&block, piece_len) {
-            RequestVerdict::Serve => self.pending.offer(block, &self.uploads),
+        match self.wire.judge_request(&block, piece_len, self.allowed_for_them.contains(&block.piece)) {
+            RequestVerdict::Serve => {
+                // A full queue: the peer asks for more than the reqq we advertised.
+                if !self.pending.offer(block, &self.uploads) && self.wire.fast {
+                    self.send(Message::Reject(block)).await?;
+                }
+            }
             RequestVerdict::Drop => {}
+            RequestVerdict::Reject => self.send(Message::Reject(block)).await?,
             RequestVerdict::Invalid => return Err(PeerError::InvalidRequest(block)),
+        }
+        Ok(())
+    }
+
+    /// BEP 6: tells the peer which of our pieces it may ask for while we
+    /// choke it (its allowed-fast set, those we have), so a newcomer every
+    /// peer chokes still gets its first pieces.
+    async fn grant_allowed_fast(&mut self) -> Result<(), PeerError> {
+        let set = allowed_fast_set(self.addr.ip(), &self.swarm.meta.info_hash.0, self.our_have.len(), ALLOWED_FAST);
+        for piece in set.into_iter().filter(|&p| self.our_have.get(p)) {
+            if self.allowed_for_them.insert(piece) {
+                self.send(Message::AllowedFast(piece)).await?;
+            }
         }
         Ok(())
     }
@@ -337,13 +461,21 @@ impl Connection {
             PeerCommand::Choke(choke) => {
                 if let Some(msg) = self.wire.set_choking(choke) {
                     tracing::debug!(addr = %self.addr, choke, "choking changed");
+                    let mut rejected = Vec::new();
                     if choke {
-                        self.pending.clear();
+                        let allowed = &self.allowed_for_them;
+                        rejected = self.pending.clear_except(|b| self.wire.fast && allowed.contains(&b.piece));
                         if let Some(link) = &mut self.coded {
                             link.on_choke();
                         }
                     }
                     self.send(msg).await?;
+                    // BEP 6: a choke no longer voids requests by itself; say which are.
+                    if self.wire.fast {
+                        for block in rejected {
+                            self.send(Message::Reject(block)).await?;
+                        }
+                    }
                     if !choke {
                         // Its shown pieces went to others when it was choked.
                         self.reveal_more().await?;
@@ -371,6 +503,7 @@ impl Connection {
         if tick.keepalive {
             self.send(Message::KeepAlive).await?;
         }
+        self.send_pex().await?;
         let wants = self.swarm.wants_from(&self.has);
         self.set_interested(wants).await?;
         self.fill_requests().await
@@ -379,17 +512,25 @@ impl Connection {
     /// Tops the request pipeline up, in batches: coded wants where the
     /// coded path works, plain requests otherwise.
     async fn fill_requests(&mut self) -> Result<(), PeerError> {
-        let room = self.wire.room();
+        // Choked, a fast peer still serves the pieces it allowed us; a
+        // coded peer's come coded once it unchokes us.
+        let choked = self.wire.peer_choking;
+        let allowed_fast = !self.allowed_for_us.is_empty()
+            && Instant::now() >= self.allowed_fast_from
+            && !self.coded.as_ref().is_some_and(|l| l.is_active());
+        let allowed_has = (choked && allowed_fast).then(|| self.allowed_pieces_it_has());
+        let room = self.wire.room(allowed_has.as_ref().is_some_and(|b| b.count() > 0));
         if room == 0 {
             return Ok(());
         }
+        let has = allowed_has.unwrap_or_else(|| self.has.clone());
         if self.coded.as_ref().is_some_and(|l| l.awaits_path(Instant::now()) && l.peer_reachable()) {
             return Ok(());
         }
         let rate = self.wire.delivery_rate(Instant::now());
-        for block in self.swarm.pick(self.key, &self.has, room, self.wire.queued_bytes(), rate) {
+        for block in self.swarm.pick(self.key, &has, room, self.wire.queued_bytes(), rate) {
             self.wire.requested(block);
-            match self.coded.as_mut().filter(|l| l.may_want(&block)) {
+            match self.coded.as_mut().filter(|l| !choked && l.may_want(&block)) {
                 Some(link) => {
                     tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "coded want");
                     let want = link.want(block);
@@ -404,6 +545,15 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// The pieces it has that it lets us ask for while it chokes us.
+    fn allowed_pieces_it_has(&self) -> Bitfield {
+        let mut out = Bitfield::new(self.has.len());
+        for &p in self.allowed_for_us.iter().filter(|&&p| self.has.get(p)) {
+            out.set(p);
+        }
+        out
     }
 
     /// Withdraws one of our requests, plain or coded.

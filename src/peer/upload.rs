@@ -25,22 +25,31 @@ const PIECE_CACHE_LIMIT: u32 = 4 << 20;
 pub(super) struct Pending(Mutex<HashSet<BlockRef>>);
 
 impl Pending {
-    /// Queues `block` through `queue`; a full queue means the peer exceeds
-    /// the `reqq` we advertised, and the request is dropped.
-    pub(super) fn offer(&self, block: BlockRef, queue: &mpsc::Sender<BlockRef>) {
+    /// Queues `block` through `queue`; false if a full queue (the peer
+    /// exceeds the `reqq` we advertised) dropped it.
+    pub(super) fn offer(&self, block: BlockRef, queue: &mpsc::Sender<BlockRef>) -> bool {
         let mut pending = self.0.lock();
         if pending.insert(block) && queue.try_send(block).is_err() {
             pending.remove(&block);
+            return false;
         }
+        true
     }
 
-    pub(super) fn cancel(&self, block: &BlockRef) {
-        self.0.lock().remove(block);
+    /// The peer withdrew a request; true if it was still queued (not served).
+    pub(super) fn cancel(&self, block: &BlockRef) -> bool {
+        self.0.lock().remove(block)
     }
 
-    /// We choked the peer: every queued request is void.
-    pub(super) fn clear(&self) {
-        self.0.lock().clear();
+    /// We choked the peer: the queued requests are void, but those `keep`
+    /// allows (allowed-fast pieces); returns the ones dropped.
+    pub(super) fn clear_except(&self, keep: impl Fn(&BlockRef) -> bool) -> Vec<BlockRef> {
+        let mut pending = self.0.lock();
+        let dropped: Vec<BlockRef> = pending.iter().filter(|b| !keep(b)).copied().collect();
+        for b in &dropped {
+            pending.remove(b);
+        }
+        dropped
     }
 
     fn take(&self, block: &BlockRef) -> bool {

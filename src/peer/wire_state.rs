@@ -38,7 +38,9 @@ pub enum RequestVerdict {
     Serve,
     /// We choke the peer: BEP 3 says drop it silently.
     Drop,
-    /// A piece we do not have, or a range outside the piece: a protocol violation.
+    /// We will not serve it, and (BEP 6) say so.
+    Reject,
+    /// A range outside the piece (or, without BEP 6, a piece we lack): a protocol violation.
     Invalid,
 }
 
@@ -56,6 +58,8 @@ pub struct WireTick {
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct WireState {
+    /// Both sides speak the fast extension (BEP 6).
+    pub fast: bool,
     pub peer_choking: bool,
     pub am_interested: bool,
     pub am_choking: bool,
@@ -76,8 +80,9 @@ pub struct WireState {
 
 impl WireState {
     /// A fresh connection: both sides choke, neither is interested.
-    pub fn new(now: Instant, timeouts: WireTimeouts) -> WireState {
+    pub fn new(now: Instant, timeouts: WireTimeouts, fast: bool) -> WireState {
         WireState {
+            fast,
             peer_choking: true,
             am_interested: false,
             am_choking: true,
@@ -151,23 +156,31 @@ impl WireState {
     }
 
     /// What to do with the peer's request for `block` of a piece that is
-    /// `piece_len` long (`None`: we do not have it).
-    pub fn judge_request(&self, block: &BlockRef, piece_len: Option<u32>) -> RequestVerdict {
-        if self.am_choking {
+    /// `piece_len` long (`None`: we do not have it); `allowed_fast`: the
+    /// piece is in the set we let it ask for while we choke it (BEP 6).
+    pub fn judge_request(&self, block: &BlockRef, piece_len: Option<u32>, allowed_fast: bool) -> RequestVerdict {
+        if self.am_choking && !self.fast {
             return RequestVerdict::Drop;
         }
-        let fits = piece_len.is_some_and(|len| u64::from(block.offset) + u64::from(block.length) <= u64::from(len));
+        let Some(len) = piece_len else {
+            return if self.fast { RequestVerdict::Reject } else { RequestVerdict::Invalid };
+        };
+        let fits = u64::from(block.offset) + u64::from(block.length) <= u64::from(len);
         if !fits || block.length == 0 || block.length > MAX_BLOCK {
             return RequestVerdict::Invalid;
+        }
+        if self.am_choking && !allowed_fast {
+            return RequestVerdict::Reject;
         }
         RequestVerdict::Serve
     }
 
-    /// How many blocks to request now: none while choked or not
-    /// interested, and none until the pipeline has drained an eighth of its
-    /// target (requests go out in batches, not one per block).
-    pub fn room(&self) -> usize {
-        if self.peer_choking || !self.am_interested {
+    /// How many blocks to request now: none while not interested, none
+    /// while choked unless it let us ask for some pieces anyway
+    /// (`allowed_fast`, BEP 6), and none until the pipeline has drained an
+    /// eighth of its target (requests go out in batches, not one per block).
+    pub fn room(&self, allowed_fast: bool) -> usize {
+        if (self.peer_choking && !allowed_fast) || !self.am_interested {
             return 0;
         }
         let room = self.queue_target.saturating_sub(self.outstanding.len());
@@ -229,7 +242,7 @@ mod tests {
 
     #[test]
     fn interest_and_choking_send_only_changes() {
-        let mut w = WireState::new(Instant::now(), TIMEOUTS);
+        let mut w = WireState::new(Instant::now(), TIMEOUTS, false);
         assert_eq!(w.set_interested(false), None);
         assert_eq!(w.set_interested(true), Some(Message::Interested));
         assert_eq!(w.set_interested(true), None);
@@ -240,44 +253,58 @@ mod tests {
 
     #[test]
     fn requests_while_we_choke_are_dropped_and_bad_ones_refused() {
-        let mut w = WireState::new(Instant::now(), TIMEOUTS);
+        let mut w = WireState::new(Instant::now(), TIMEOUTS, false);
         let b = block(0, 0);
-        assert_eq!(w.judge_request(&b, Some(32768)), RequestVerdict::Drop);
+        assert_eq!(w.judge_request(&b, Some(32768), false), RequestVerdict::Drop);
         w.set_choking(false);
-        assert_eq!(w.judge_request(&b, Some(32768)), RequestVerdict::Serve);
-        assert_eq!(w.judge_request(&b, None), RequestVerdict::Invalid, "a piece we lack");
-        assert_eq!(w.judge_request(&block(0, 24576), Some(32768)), RequestVerdict::Invalid, "past the piece's end");
+        assert_eq!(w.judge_request(&b, Some(32768), false), RequestVerdict::Serve);
+        assert_eq!(w.judge_request(&b, None, false), RequestVerdict::Invalid, "a piece we lack");
+        assert_eq!(w.judge_request(&block(0, 24576), Some(32768), false), RequestVerdict::Invalid, "past the piece's end");
         let huge = BlockRef { piece: 0, offset: 0, length: MAX_BLOCK + 1 };
-        assert_eq!(w.judge_request(&huge, Some(1 << 20)), RequestVerdict::Invalid);
+        assert_eq!(w.judge_request(&huge, Some(1 << 20), false), RequestVerdict::Invalid);
         let empty = BlockRef { piece: 0, offset: 0, length: 0 };
-        assert_eq!(w.judge_request(&empty, Some(32768)), RequestVerdict::Invalid);
+        assert_eq!(w.judge_request(&empty, Some(32768), false), RequestVerdict::Invalid);
+    }
+
+    #[test]
+    fn with_the_fast_extension_refusals_are_said_and_allowed_pieces_served_while_choked() {
+        let w = WireState::new(Instant::now(), TIMEOUTS, true);
+        let b = block(0, 0);
+        assert_eq!(w.judge_request(&b, Some(32768), false), RequestVerdict::Reject, "choked: rejected, not dropped");
+        assert_eq!(w.judge_request(&b, Some(32768), true), RequestVerdict::Serve, "an allowed-fast piece is served");
+        assert_eq!(w.judge_request(&b, None, true), RequestVerdict::Reject, "a piece we lack is rejected");
+        assert_eq!(w.judge_request(&block(0, 24576), Some(32768), true), RequestVerdict::Invalid, "a bad range still closes");
+        let mut w = w;
+        w.set_interested(true);
+        assert_eq!(w.room(false), 0, "choked");
+        assert_eq!(w.room(true), MIN_QUEUE * 2, "choked, but allowed-fast pieces to ask for");
     }
 
     #[test]
     fn no_requests_while_choked_or_uninterested_and_batches_otherwise() {
         let now = Instant::now();
-        let mut w = WireState::new(now, TIMEOUTS);
-        assert_eq!(w.room(), 0, "choked");
+        let mut w = WireState::new(now, TIMEOUTS, false);
+        assert_eq!(w.room(false), 0, "choked");
         w.on_unchoked(now);
-        assert_eq!(w.room(), 0, "not interested");
+        assert_eq!(w.room(false), 0, "not interested");
         w.set_interested(true);
-        assert_eq!(w.room(), MIN_QUEUE * 2);
+        assert_eq!(w.room(false), MIN_QUEUE * 2);
         for i in 0..15 {
             w.requested(block(i, 0));
         }
-        assert_eq!(w.room(), 0, "one free of sixteen waits for a batch");
+        assert_eq!(w.room(false), 0, "one free of sixteen waits for a batch");
         w.finished(&block(0, 0));
-        assert_eq!(w.room(), 2);
+        assert_eq!(w.room(false), 2);
         assert_eq!(w.queued_bytes(), 14 * u64::from(BLOCK_SIZE));
         // A choke voids every request.
         assert_eq!(w.on_choked().len(), 14);
-        assert_eq!(w.room(), 0);
+        assert_eq!(w.room(false), 0);
     }
 
     #[test]
     fn the_pipeline_follows_the_rate_within_the_peers_reqq() {
         let t0 = Instant::now();
-        let mut w = WireState::new(t0, TIMEOUTS);
+        let mut w = WireState::new(t0, TIMEOUTS, false);
         // 10 MB/s for a few seconds: 1.5 s of blocks is about 900, capped at reqq 250.
         for s in 1..=5 {
             w.on_delivery(t0, 10_000_000);
@@ -300,7 +327,7 @@ mod tests {
     #[test]
     fn a_silent_peer_is_snubbed_then_closed_and_we_keep_alive() {
         let t0 = Instant::now();
-        let mut w = WireState::new(t0, TIMEOUTS);
+        let mut w = WireState::new(t0, TIMEOUTS, false);
         w.on_unchoked(t0);
         w.set_interested(true);
         w.requested(block(1, 0));

@@ -11,6 +11,11 @@ pub(super) struct Candidate {
     pub(super) failures: u32,
     /// Given by the user (`--peer`): keep trying even when we are a seed.
     pub(super) pinned: bool,
+    /// Its last working connection was encrypted (MSE): start that way.
+    pub(super) encrypted: bool,
+    /// It was a seed when its last connection ended: a seed does not
+    /// dial it again (two seeds have nothing to give each other).
+    pub(super) seed: bool,
 }
 
 impl Candidate {
@@ -31,7 +36,8 @@ fn backoff(failures: u32) -> Duration {
 /// The addresses to dial now (at most `room`), and the earliest time a
 /// further one becomes due, so the dialer wakes when a backoff ends
 /// instead of at its next tick. `busy` addresses are connected or being
-/// dialed; a complete download dials only pinned addresses.
+/// dialed; a complete download dials only pinned addresses, and not
+/// those last seen as seeds.
 pub(super) fn due(
     candidates: &HashMap<SocketAddr, Candidate>,
     busy: &HashSet<SocketAddr>,
@@ -39,7 +45,7 @@ pub(super) fn due(
     now: Instant,
     room: usize,
 ) -> (Vec<SocketAddr>, Option<Instant>) {
-    let waiting = candidates.iter().filter(|(a, c)| (!complete || c.pinned) && !busy.contains(a));
+    let waiting = candidates.iter().filter(|(a, c)| (!complete || (c.pinned && !c.seed)) && !busy.contains(a));
     let dial = waiting.clone().filter(|(_, c)| c.next_try <= now).map(|(a, _)| *a).take(room).collect();
     let next_retry = waiting.map(|(_, c)| c.next_try).filter(|&t| t > now).min();
     (dial, next_retry)
@@ -62,7 +68,7 @@ mod tests {
         let now = Instant::now();
         let s = Duration::from_secs(1);
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let at = |next_try, pinned| Candidate { next_try, failures: 1, pinned };
+        let at = |next_try, pinned| Candidate { next_try, failures: 1, pinned, encrypted: false, seed: false };
         let candidates: HashMap<SocketAddr, Candidate> =
             [(addr(1), at(now, false)), (addr(2), at(now + s, false)), (addr(3), at(now + 3 * s, true)), (addr(4), at(now, false))].into();
         let busy: HashSet<SocketAddr> = [addr(4)].into();
@@ -71,5 +77,19 @@ mod tests {
         assert_eq!(due(&candidates, &busy, false, now, 0), (vec![], Some(now + s)));
         // Complete: only the pinned address is still tried.
         assert_eq!(due(&candidates, &busy, true, now, 5), (vec![], Some(now + 3 * s)));
+    }
+
+    #[test]
+    fn a_seed_does_not_redial_a_pinned_seed() {
+        let now = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let pinned = |seed| Candidate { next_try: now, failures: 0, pinned: true, encrypted: false, seed };
+        let busy = HashSet::new();
+        let once: HashMap<SocketAddr, Candidate> = [(addr, pinned(false))].into();
+        assert_eq!(due(&once, &busy, true, now, 5).0, vec![addr]);
+        let seen_as_seed: HashMap<SocketAddr, Candidate> = [(addr, pinned(true))].into();
+        assert_eq!(due(&seen_as_seed, &busy, true, now, 5), (vec![], None));
+        // A leecher still dials it: a seed is what it needs.
+        assert_eq!(due(&seen_as_seed, &busy, false, now, 5).0, vec![addr]);
     }
 }

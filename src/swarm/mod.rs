@@ -14,6 +14,7 @@
 //! per 16 KiB block; an actor would add a channel round trip to each.
 
 mod dialer;
+mod peers;
 mod stats;
 mod tick;
 mod verify;
@@ -48,7 +49,9 @@ use crate::decide::choker::{Choker, ChokerConfig};
 use crate::decide::picker::{BlockOutcome, PeerKey, Picker, Progress};
 use crate::decide::stream_plan::{self, StreamPlan, SERVER_KEY};
 use crate::decide::superseed::SuperSeed;
-use crate::net::transport::Transport;
+use crate::discovery::dht::Dht;
+use crate::discovery::PeerSource;
+use crate::net::transport::{Obfuscation, Transport};
 use crate::net::{Net, Traffic};
 use crate::storage::{OpenMode, Storage, StorageError};
 
@@ -68,6 +71,9 @@ pub struct TorrentConfig {
     pub ban_strikes: u32,
     /// While seeding, reveal pieces one by one (BEP 16) so each leaves us once.
     pub super_seed: bool,
+    /// Ask for the pieces peers allow us while they choke us (BEP 6
+    /// allowed-fast); off only to measure what they bring.
+    pub use_allowed_fast: bool,
 }
 
 impl Default for TorrentConfig {
@@ -80,6 +86,7 @@ impl Default for TorrentConfig {
             connect_timeout: Duration::from_secs(10),
             ban_strikes: 3,
             super_seed: false,
+            use_allowed_fast: true,
         }
     }
 }
@@ -135,8 +142,14 @@ pub(crate) struct Admitted {
 
 struct PeerEntry {
     addr: SocketAddr,
+    /// Where others can reach it: the address we dialed, or (inbound) its
+    /// listen port from the extended handshake. What PEX tells others.
+    listen: Option<SocketAddr>,
+    /// We dialed it (so it accepts connections).
+    outgoing: bool,
     peer_id: [u8; 20],
     transport: Transport,
+    obfuscation: Obfuscation,
     tx: mpsc::UnboundedSender<PeerCommand>,
     traffic: Arc<Traffic>,
     interested: bool,
@@ -199,6 +212,8 @@ struct SwarmState {
     wasted: u64,
     piece_failures: u32,
     bytes_from: BTreeMap<SocketAddr, u64>,
+    /// New candidate addresses each peer source gave.
+    sources: BTreeMap<PeerSource, u64>,
     /// Bytes the VoD server (web seed) sent.
     server_bytes: u64,
     /// Bytes of blocks decoded from coded packets.
@@ -226,27 +241,32 @@ impl SwarmState {
             wasted: 0,
             piece_failures: 0,
             bytes_from: BTreeMap::new(),
+            sources: BTreeMap::new(),
             server_bytes: 0,
             coded_bytes: 0,
             completed_at,
         }
     }
 
-    /// Adds addresses to try; `pinned` ones are retried for the torrent's
-    /// life. True if any is new.
-    fn add_candidates(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool, ours: SocketAddr, now: Instant) -> bool {
-        let mut fresh = false;
+    /// Adds addresses `source` gave; the user's (`Manual`) are retried for
+    /// the torrent's life. True if any is new.
+    fn add_candidates(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, source: PeerSource, ours: SocketAddr, now: Instant) -> bool {
+        let pinned = source == PeerSource::Manual;
+        let mut fresh = 0;
         for addr in addrs {
-            if addr == ours || self.banned.contains(&addr.ip()) {
+            // A v4-mapped address is the IPv4 peer itself.
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+            if addr == ours || addr.port() == 0 || addr.ip().is_unspecified() || self.banned.contains(&addr.ip()) {
                 continue;
             }
             let candidate = self.candidates.entry(addr).or_insert_with(|| {
-                fresh = true;
-                Candidate { next_try: now, failures: 0, pinned }
+                fresh += 1;
+                Candidate { next_try: now, failures: 0, pinned, encrypted: false, seed: false }
             });
             candidate.pinned |= pinned;
         }
-        fresh
+        *self.sources.entry(source).or_default() += fresh;
+        fresh > 0
     }
 
     /// Admits a handshaken connection, or says why not.
@@ -254,7 +274,8 @@ impl SwarmState {
         &mut self,
         addr: SocketAddr,
         peer_id: [u8; 20],
-        transport: Transport,
+        outgoing: bool,
+        (transport, obfuscation): (Transport, Obfuscation),
         traffic: Arc<Traffic>,
         max_peers: usize,
     ) -> Result<(PeerKey, mpsc::UnboundedReceiver<PeerCommand>), Rejected> {
@@ -278,8 +299,11 @@ impl SwarmState {
         let (tx, rx) = mpsc::unbounded_channel();
         let entry = PeerEntry {
             addr,
+            listen: outgoing.then_some(addr),
+            outgoing,
             peer_id,
             transport,
+            obfuscation,
             tx,
             traffic,
             interested: false,
@@ -324,6 +348,8 @@ pub struct Swarm {
     verify_slots: Arc<Semaphore>,
     /// Coded cooperation, when the client offers it.
     pub coded: Option<Arc<CodedTorrent>>,
+    /// The client's DHT node, unless it is off or the torrent is private.
+    pub(crate) dht: Option<Dht>,
     /// Wakes the dialer when new addresses arrive or a peer leaves, so
     /// they are dialed at once instead of at the next tick.
     wake_dialer: Notify,
@@ -334,9 +360,16 @@ pub struct Swarm {
 /// How coded cooperation is set up for a new torrent.
 #[derive(Clone)]
 pub(crate) struct CodedSetup {
-    pub router: Arc<CodedRouter>,
+    pub(crate) router: Arc<CodedRouter>,
     /// Corrupt every coded payload we send (the hostile-peer tests).
-    pub polluter: bool,
+    pub(crate) polluter: bool,
+}
+
+/// The client-wide services a torrent may use.
+#[derive(Clone, Default)]
+pub(crate) struct Services {
+    pub(crate) coded: Option<CodedSetup>,
+    pub(crate) dht: Option<Dht>,
 }
 
 impl Swarm {
@@ -344,7 +377,7 @@ impl Swarm {
     /// queue is the verifier's input: `torrent::Torrent::start` runs it.
     pub(crate) async fn open(
         net: Arc<Net>,
-        coded: Option<CodedSetup>,
+        services: Services,
         meta: Arc<Metainfo>,
         root: &Path,
         mode: OpenMode,
@@ -367,7 +400,10 @@ impl Swarm {
         let complete = have.is_full();
         let storage = Arc::new(storage);
         let verified = Arc::new(GrowingSet::new(&have));
-        let coded = coded.map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter)));
+        let coded =
+            services.coded.map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter)));
+        // BEP 27: a private torrent finds peers through its trackers only.
+        let dht = services.dht.filter(|_| !meta.private);
         let state = SwarmState::new(&meta, have, &config, complete.then_some(started), &mut rng);
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let swarm = Arc::new(Swarm {
@@ -385,6 +421,7 @@ impl Swarm {
             verify_tx,
             verify_slots: Arc::new(Semaphore::new(verify::VERIFY_SLOTS)),
             coded,
+            dht,
             wake_dialer: Notify::new(),
             started,
             meta,
@@ -427,141 +464,6 @@ impl Swarm {
     /// Whether piece `piece` is verified (we may serve it).
     pub fn has_piece(&self, piece: u32) -> bool {
         self.verified.contains(piece)
-    }
-
-    /// Adds addresses to try; `pinned` ones (the user's `--peer`) are
-    /// retried for the torrent's life, even once it is complete.
-    pub fn add_candidates(&self, addrs: impl IntoIterator<Item = SocketAddr>, pinned: bool) {
-        if self.state.lock().add_candidates(addrs, pinned, self.net.listen_addr, Instant::now()) {
-            self.wake_dialer.notify_one();
-        }
-    }
-
-    /// Waits until new candidates arrive or a peer leaves.
-    pub(crate) async fn dialer_woken(&self) {
-        self.wake_dialer.notified().await
-    }
-
-    /// A dial ended without a connection: back the address off.
-    pub(crate) fn dial_failed(&self, addr: SocketAddr) {
-        let mut s = self.state.lock();
-        s.connecting.remove(&addr);
-        if let Some(c) = s.candidates.get_mut(&addr) {
-            c.failed(Instant::now());
-        }
-    }
-
-    /// A dial reached the peer (the connection now runs or was refused).
-    pub(crate) fn dial_connected(&self, addr: SocketAddr) {
-        self.state.lock().connecting.remove(&addr);
-    }
-
-    /// Admits a handshaken connection.
-    pub(crate) fn register_peer(&self, addr: SocketAddr, peer_id: [u8; 20], transport: Transport) -> Result<Admitted, Rejected> {
-        if peer_id == self.net.peer_id {
-            return Err(Rejected::SelfConnection);
-        }
-        let traffic = Arc::new(Traffic::new(self.uploaded.clone()));
-        let (key, commands) = self.state.lock().admit(addr, peer_id, transport, traffic.clone(), self.config.max_peers)?;
-        Ok(Admitted { key, commands, traffic })
-    }
-
-    /// A connection ended: its pieces and requests leave the plan.
-    pub(crate) fn unregister_peer(&self, key: PeerKey, has: &Bitfield) {
-        let mut s = self.state.lock();
-        if let Some(p) = s.peers.remove(&key) {
-            if let Some(c) = s.candidates.get_mut(&p.addr) {
-                c.failed(Instant::now());
-            }
-            s.picker.remove_peer(key, has);
-            let never_got: Vec<u32> = p.shown.iter().copied().filter(|&piece| !has.get(piece)).collect();
-            s.superseed.withdraw(&never_got);
-            // A slot is free and the address has a retry time: the dialer plans again.
-            self.wake_dialer.notify_one();
-        }
-    }
-
-    /// The peer's bitfield arrived, replacing what it had announced before.
-    pub(crate) fn peer_bitfield(&self, key: PeerKey, old: &Bitfield, has: &Bitfield) -> bool {
-        let mut s = self.state.lock();
-        s.picker.remove_peer_pieces(old);
-        s.picker.add_peer_pieces(has);
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.is_seed = has.is_full();
-        }
-        s.picker.wants_any(has)
-    }
-
-    /// The peer announced a piece; returns whether we want it.
-    pub(crate) fn peer_have(&self, key: PeerKey, piece: u32, has: &Bitfield) -> bool {
-        let mut s = self.state.lock();
-        s.picker.add_peer_piece(piece);
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.is_seed = has.is_full();
-        }
-        !s.picker.have().get(piece)
-    }
-
-    /// Whether we hide our bitfield and reveal pieces one by one (BEP 16).
-    pub(crate) fn super_seeding(&self) -> bool {
-        self.config.super_seed && self.is_complete()
-    }
-
-    /// Super-seeding: the next pieces to show this peer with `have`.
-    pub(crate) fn reveal(&self, key: PeerKey, has: &Bitfield) -> Vec<u32> {
-        let mut s = self.state.lock();
-        let SwarmState { superseed, peers, picker, .. } = &mut *s;
-        let Some(p) = peers.get_mut(&key) else { return Vec::new() };
-        if p.unchoked {
-            return superseed.reveal(has, &mut p.shown, |piece| picker.availability(piece));
-        }
-        // A peer we choke is shown a piece only when it wants nothing of
-        // ours, so it can become interested and win a slot.
-        if p.shown.is_empty() && !p.interested {
-            return superseed.reveal_common(has, &mut p.shown, |piece| picker.availability(piece)).into_iter().collect();
-        }
-        Vec::new()
-    }
-
-    /// Whether the peer still has anything we lack.
-    pub(crate) fn wants_from(&self, has: &Bitfield) -> bool {
-        self.state.lock().picker.wants_any(has)
-    }
-
-    /// The peer's interest in us changed; unchoke it at once if a slot is free.
-    pub(crate) fn peer_interest(&self, key: PeerKey, interested: bool) {
-        let mut s = self.state.lock();
-        if let Some(p) = s.peers.get_mut(&key) {
-            p.interested = interested;
-        }
-        s.rechoke(Instant::now(), self.config.super_seed);
-    }
-
-    /// The peer stopped (or resumed) sending what we request.
-    pub(crate) fn peer_snubbed(&self, key: PeerKey, snubbed: bool) {
-        if let Some(p) = self.state.lock().peers.get_mut(&key) {
-            p.snubbed = snubbed;
-        }
-    }
-
-    /// Both sides agreed on coded cooperation.
-    pub(crate) fn peer_coded(&self, key: PeerKey) {
-        if let Some(p) = self.state.lock().peers.get_mut(&key) {
-            p.coded = true;
-        }
-    }
-
-    /// The peer choked or unchoked us.
-    pub(crate) fn peer_choking(&self, key: PeerKey, choking: bool) {
-        if let Some(p) = self.state.lock().peers.get_mut(&key) {
-            p.chokes_us = choking;
-        }
-    }
-
-    /// Whether peers are connected and every one of them chokes us.
-    pub fn choked_by_all(&self) -> bool {
-        let s = self.state.lock();
-        !s.peers.is_empty() && s.peers.values().all(|p| p.chokes_us)
     }
 
     /// Picks blocks to request from a peer that owes us `queued` bytes and
@@ -741,6 +643,11 @@ impl Swarm {
     /// Whether we still ask `ip` for coded packets (its datagrams reached us).
     pub fn coded_reachable(&self, ip: IpAddr) -> bool {
         self.coded.as_ref().is_none_or(|c| c.reachable(ip))
+    }
+
+    /// Who we say we are to this torrent's peers (no DHT for a private torrent).
+    pub(crate) fn us(&self) -> crate::net::handshake::Us {
+        crate::net::handshake::Us { dht: self.dht.is_some(), ..self.net.us() }
     }
 
     pub(crate) fn uploaded(&self) -> u64 {

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub bytes_from: BTreeMap<SocketAddr, u64>,
     /// Bytes from the VoD server (web seed).
     pub server_bytes: u64,
+    /// New candidate addresses per peer source (`tracker`, `dht`, `pex`, `manual`).
+    pub peer_sources: BTreeMap<&'static str, u64>,
     /// Bytes decoded from coded packets (ccfd), part of `downloaded`.
     pub coded_bytes: u64,
     pub banned: Vec<IpAddr>,
@@ -48,6 +50,8 @@ pub struct PeerSnapshot {
     pub client: String,
     /// What carries the connection.
     pub transport: crate::net::transport::Transport,
+    /// Whether (and how) it is encrypted.
+    pub encryption: crate::net::transport::Obfuscation,
     /// Smoothed rates, bytes per second.
     pub down_rate: f64,
     pub up_rate: f64,
@@ -90,6 +94,7 @@ impl Swarm {
             peers: s.peers.len(),
             bytes_from: s.bytes_from.clone(),
             server_bytes: s.server_bytes,
+            peer_sources: s.sources.iter().map(|(source, n)| (source.name(), *n)).collect(),
             coded_bytes: s.coded_bytes,
             banned: s.banned.iter().copied().collect(),
             peer_list: {
@@ -101,6 +106,7 @@ impl Swarm {
                         addr: p.addr,
                         client: ccfd_proto::wire::client_name(&p.peer_id),
                         transport: p.transport,
+                        encryption: p.obfuscation,
                         down_rate: p.down_rate,
                         up_rate: p.up_rate,
                         unchoked: p.unchoked,

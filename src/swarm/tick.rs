@@ -110,7 +110,8 @@ mod tests {
 
     use super::*;
     use crate::decide::picker::PeerKey;
-    use crate::net::transport::Transport;
+    use crate::discovery::PeerSource;
+    use crate::net::transport::{Obfuscation, Transport};
     use crate::net::Traffic;
 
     const LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 6881);
@@ -126,6 +127,7 @@ mod tests {
             files: vec![FileEntry { path: "x".into(), length: u64::from(pieces) * piece_length, offset: 0 }],
             trackers: Vec::new(),
             web_seeds: Vec::new(),
+            private: false,
             info_bytes: Vec::new(),
         }
     }
@@ -141,7 +143,7 @@ mod tests {
 
     fn peer(s: &mut SwarmState, host: u8) -> (PeerKey, Arc<Traffic>, mpsc::UnboundedReceiver<PeerCommand>) {
         let traffic = Arc::new(Traffic::default());
-        let (key, rx) = s.admit(addr(host), [host; 20], Transport::Tcp, traffic.clone(), 50).unwrap();
+        let (key, rx) = s.admit(addr(host), [host; 20], true, (Transport::Tcp, Obfuscation::None), traffic.clone(), 50).unwrap();
         (key, traffic, rx)
     }
 
@@ -150,7 +152,7 @@ mod tests {
         let config = TorrentConfig { max_peers: 3, ..TorrentConfig::default() };
         let mut s = state(&config, Bitfield::new(4));
         let now = Instant::now();
-        assert!(s.add_candidates([addr(2), addr(3), addr(4), addr(5), LISTEN], false, LISTEN, now));
+        assert!(s.add_candidates([addr(2), addr(3), addr(4), addr(5), LISTEN], PeerSource::Tracker, LISTEN, now));
         let first = s.tick(now, None, &config, LISTEN);
         assert_eq!(first.dial.len(), 3, "three slots");
         assert!(!first.dial.contains(&LISTEN), "never ourselves");
@@ -172,8 +174,8 @@ mod tests {
         let config = TorrentConfig::default();
         let mut s = state(&config, Bitfield::full(4));
         let now = Instant::now();
-        s.add_candidates([addr(2)], false, LISTEN, now);
-        s.add_candidates([addr(3)], true, LISTEN, now);
+        s.add_candidates([addr(2)], PeerSource::Tracker, LISTEN, now);
+        s.add_candidates([addr(3)], PeerSource::Manual, LISTEN, now);
         assert_eq!(s.tick(now, None, &config, LISTEN).dial, vec![addr(3)]);
         let (key, _, mut rx) = peer(&mut s, 9);
         s.peers.get_mut(&key).unwrap().is_seed = true;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod inproc;
+pub mod netns;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -174,10 +175,27 @@ pub fn opentracker(dir: &Path, ip: &str, port: u16, hashes: &[String]) -> Proc {
     proc
 }
 
+/// `args`, and `--no-dht` for a command that runs a client unless the
+/// test asks for the DHT itself: a test's clients must never look up the
+/// public DHT routers (all test traffic stays on loopback); and
+/// `--no-port-mapping`, so none searches for a router either.
+pub fn local_only<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    // Every command but these runs a client (the streaming command has no name).
+    let runs_client = !matches!(args.first(), Some(&"create" | &"tracker" | &"world" | &"demo") | None);
+    if runs_client && !args.iter().any(|a| *a == "--dht-bootstrap" || *a == "--no-dht") {
+        out.push("--no-dht");
+    }
+    if runs_client {
+        out.push("--no-port-mapping");
+    }
+    out
+}
+
 /// A ccfd-bt child process with `args`, logging to `dir/name.log`.
 pub fn ccfd(dir: &Path, name: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env("RUST_LOG", log_filter());
+    cmd.args(local_only(args)).env("RUST_LOG", log_filter());
     Proc::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))
 }
 
@@ -187,7 +205,9 @@ pub fn ccfd_download(dir: &Path, name: &str, args: &[&str], timeout: Duration) -
     let stdout = std::fs::File::create(&out_path).unwrap();
     let log = dir.join(format!("{name}.log"));
     let mut cmd = Command::new(BIN);
-    cmd.arg("download").args(args).arg("--json").env("RUST_LOG", log_filter());
+    let mut full = vec!["download"];
+    full.extend_from_slice(args);
+    cmd.args(local_only(&full)).arg("--json").env("RUST_LOG", log_filter());
     let child =
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn ccfd-bt download");
     let mut proc = Proc { name: name.into(), child, log };
@@ -203,7 +223,7 @@ pub fn ccfd_json(dir: &Path, name: &str, args: &[&str]) -> (Proc, PathBuf) {
     let out_path = dir.join(format!("{name}.json"));
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(BIN)
-        .args(args)
+        .args(local_only(args))
         .env("RUST_LOG", log_filter())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -229,13 +249,14 @@ pub fn wait_json(proc: &mut Proc, out: &Path, timeout: Duration) -> serde_json::
     }
 }
 
-/// A python3-libtorrent peer (scripts/lt_peer.py).
-/// `listen` is `IP:PORT`.
+/// A python3-libtorrent peer (scripts/lt_peer.py). `listen` is `IP:PORT`
+/// (`[::1]:PORT` for IPv6); `peers` are dialed, and flags among them
+/// (`--utp-only`, `--encrypted`, `--stay`, `--upload-kbps N`) go to the script.
 pub fn libtorrent(dir: &Path, name: &str, mode: &str, torrent: &Path, save: &Path, listen: &str, peers: &[String]) -> Proc {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lt_peer.py");
     let (ip, port) = listen.rsplit_once(':').expect("IP:PORT");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(script).arg(mode).arg(torrent).arg(save).arg(ip).arg(port).args(peers);
+    cmd.arg(script).arg(mode).arg(torrent).arg(save).arg(ip.trim_matches(['[', ']'])).arg(port).args(peers);
     Proc::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))
 }
 

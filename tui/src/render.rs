@@ -238,11 +238,12 @@ fn yes(b: bool) -> &'static str {
 }
 
 fn draw_peers(frame: &mut Frame, area: Rect, view: &Dashboard, ui: &UiState) {
-    let header = Row::new(["address", "client", "down", "up", "we send", "sends us", "wants", "coded"]).style(Style::new().bold());
+    let header = Row::new(["address", "client", "via", "down", "up", "we send", "sends us", "wants", "coded"]).style(Style::new().bold());
     let rows = view.peers.iter().skip(ui.peers_scroll).map(|p| {
         Row::new([
             Cell::from(p.addr.clone()),
             Cell::from(p.client.clone()),
+            Cell::from(p.via.clone()),
             Cell::from(rate(p.down_rate)),
             Cell::from(rate(p.up_rate)),
             Cell::from(yes(p.we_unchoke)),
@@ -254,6 +255,7 @@ fn draw_peers(frame: &mut Frame, area: Rect, view: &Dashboard, ui: &UiState) {
     let widths = [
         Constraint::Min(21),
         Constraint::Length(13),
+        Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(7),
@@ -261,7 +263,11 @@ fn draw_peers(frame: &mut Frame, area: Rect, view: &Dashboard, ui: &UiState) {
         Constraint::Length(5),
         Constraint::Length(5),
     ];
-    let title = format!("peers ({})", view.peers.len());
+    let sources: Vec<String> = view.peer_sources.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    let title = match sources.is_empty() {
+        true => format!("peers ({})", view.peers.len()),
+        false => format!("peers ({}) · found by {}", view.peers.len(), sources.join(", ")),
+    };
     frame.render_widget(Table::new(rows, widths).header(header).block(panel(&title, ui.focus == Panel::Peers)), area);
 }
 

@@ -90,6 +90,8 @@ pub struct PeerRow {
     pub interested: bool,
     /// It speaks the coded extension with us.
     pub coded: bool,
+    /// What carries the connection and how it is encrypted (`tcp`, `tcp+rc4`).
+    pub via: String,
 }
 
 /// Everything the dashboard shows at one refresh.
@@ -116,6 +118,8 @@ pub struct Dashboard {
     pub pieces: Vec<PieceCell>,
     pub penalty: Penalty,
     pub peers: Vec<PeerRow>,
+    /// New candidate addresses per peer source (tracker, dht, pex, manual).
+    pub peer_sources: Vec<(String, u64)>,
     /// Download and upload rates over time (bytes per second), oldest first.
     pub down_history: Vec<u64>,
     pub up_history: Vec<u64>,

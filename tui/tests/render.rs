@@ -46,7 +46,9 @@ fn sample() -> Dashboard {
             unchokes_us: true,
             interested: false,
             coded: false,
+            via: "tcp+rc4".into(),
         }],
+        peer_sources: vec![("tracker".into(), 3), ("dht".into(), 12)],
         down_history: vec![10_000, 50_000, 70_000],
         up_history: vec![0, 5_000, 12_000],
         log: (0..50).map(|i| format!("log line {i}")).collect(),
@@ -96,7 +98,7 @@ fn header_peers_rates_and_chart_are_drawn() {
     assert!(screen.contains("up 12 kB/s"));
     assert!(screen.contains("B(t) required"));
     assert!(screen.contains("horizon"));
-    assert!(screen.contains("peers (1)"));
+    assert!(screen.contains("peers (1) · found by tracker 3, dht 12"));
     // The newest log lines fit; the oldest do not.
     assert!(screen.contains("log line 49"));
     assert!(!screen.contains("log line 0 "));

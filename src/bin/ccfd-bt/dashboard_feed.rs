@@ -130,8 +130,13 @@ impl Feed {
                     unchokes_us: p.unchokes_us,
                     interested: p.interested,
                     coded: p.coded,
+                    via: match p.encryption.name() {
+                        "plain" => p.transport.to_string(),
+                        enc => format!("{}+{enc}", p.transport),
+                    },
                 })
                 .collect(),
+            peer_sources: snap.peer_sources.iter().map(|(name, n)| (name.to_string(), *n)).collect(),
             down_history: self.down_history.clone(),
             up_history: self.up_history.clone(),
             log: self.log.recent(),

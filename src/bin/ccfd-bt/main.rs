@@ -1,7 +1,7 @@
 //! The `ccfd-bt` command line.
 
 use std::io::{IsTerminal, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +11,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::discovery::dht::DhtConfig;
 use ccfd_bt::discovery::metadata;
+use ccfd_bt::net::Encryption;
 use ccfd_bt::storage::OpenMode;
 use ccfd_bt::swarm::{Snapshot, TorrentConfig};
 use ccfd_proto::magnet::Magnet;
@@ -178,8 +180,9 @@ struct NetArgs {
     /// TCP port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 6881)]
     port: u16,
-    /// Local address for the listener and all outgoing connections.
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    /// Local address for the listener and all outgoing connections; `::`
+    /// (the default) listens on IPv6 and IPv4 both.
+    #[arg(long, default_value_t = IpAddr::V6(Ipv6Addr::UNSPECIFIED))]
     bind: IpAddr,
     /// Dial this peer directly (repeatable); e.g. transmission never dials loopback peers.
     #[arg(long = "peer", value_name = "IP:PORT")]
@@ -208,6 +211,68 @@ struct NetArgs {
     /// Print one JSON summary line on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    dht: DhtArgs,
+    /// Message stream encryption (MSE/PE): prefer (accept both, retry a
+    /// peer the other way at once), require (encrypted only), off.
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = parse_encryption)]
+    encryption: Encryption,
+    /// No uTP (BEP 29): TCP only.
+    #[arg(long, conflicts_with = "no_tcp")]
+    no_utp: bool,
+    /// No TCP: uTP only.
+    #[arg(long)]
+    no_tcp: bool,
+    /// Do not ask the router (UPnP IGD, NAT-PMP/PCP) to forward our port;
+    /// it is never asked when binding a loopback address.
+    #[arg(long)]
+    no_port_mapping: bool,
+}
+
+fn parse_encryption(s: &str) -> Result<Encryption, String> {
+    match s {
+        "prefer" => Ok(Encryption::Prefer),
+        "require" => Ok(Encryption::Require),
+        "off" => Ok(Encryption::Off),
+        _ => Err(format!("{s:?}: use prefer, require or off")),
+    }
+}
+
+/// The DHT (BEP 5): on by default for public torrents.
+#[derive(Args, Clone)]
+struct DhtArgs {
+    /// Do not run a DHT node (trackers, PEX and --peer only).
+    #[arg(long)]
+    no_dht: bool,
+    /// A DHT node to start from, HOST:PORT (repeatable); replaces the public routers.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", conflicts_with = "no_dht")]
+    dht_bootstrap: Vec<String>,
+    /// Where state is kept between runs (the DHT's routing table); default
+    /// $XDG_STATE_HOME/ccfd-bt or ~/.local/state/ccfd-bt.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl DhtArgs {
+    /// The DHT node these flags describe, if any.
+    fn config(&self) -> Option<DhtConfig> {
+        if self.no_dht {
+            return None;
+        }
+        let state_dir = self.state_dir.clone().or_else(default_state_dir);
+        let mut config = DhtConfig::public(state_dir.as_deref());
+        if !self.dht_bootstrap.is_empty() {
+            config.bootstrap = self.dht_bootstrap.clone();
+        }
+        Some(config)
+    }
+}
+
+/// The user's state folder, as the XDG base directory spec places it.
+fn default_state_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = || std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state"));
+    xdg.or_else(home).map(|d| d.join("ccfd-bt"))
 }
 
 #[derive(Args)]
@@ -283,6 +348,11 @@ impl NetArgs {
             download_rate: self.max_download_rate,
             max_connections: self.max_connections,
             coded: !self.no_coded,
+            dht: self.dht.config(),
+            encryption: self.encryption,
+            tcp: !self.no_tcp,
+            utp: !self.no_utp,
+            port_mapping: !self.no_port_mapping,
             ..ClientConfig::default()
         }
     }
@@ -358,7 +428,12 @@ fn init_logging(verbose: u8, sink: Option<log_sink::LogSink>) {
             .with_timer(tracing_subscriber::fmt::time::uptime())
             .with_writer(sink)
             .init(),
-        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        // Colours only on a terminal (and never with NO_COLOR): a log
+        // redirected to a file stays plain text.
+        None => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init()
+        }
     }
 }
 
@@ -457,15 +532,15 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
     let meta = match source {
         Source::Torrent(meta) => meta,
         Source::Magnet(magnet, limit) => {
-            if magnet.trackers.is_empty() && magnet.peers.is_empty() && net.peers.is_empty() {
-                bail!("no way to find peers for {}: give --tracker URL or --peer IP:PORT", magnet.info_hash);
+            if magnet.trackers.is_empty() && magnet.peers.is_empty() && net.peers.is_empty() && client.dht().is_none() {
+                bail!("no way to find peers for {}: give --tracker URL or --peer IP:PORT, or leave the DHT on", magnet.info_hash);
             }
             if !net.json {
                 eprintln!("fetching metadata for {} from peers", magnet.info_hash);
             }
             let mut signals = Signals::new()?;
             let meta = tokio::select! {
-                m = metadata::fetch(client.net.clone(), &magnet, &net.peers, limit) => m?,
+                m = metadata::fetch(client.net.clone(), client.dht(), &magnet, &net.peers, limit) => m?,
                 _ = signals.recv() => return Ok(ExitCode::from(130)),
             };
             Arc::new(meta)
@@ -513,7 +588,7 @@ async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetAr
         }
     };
     torrent.stop().await;
-    client.shutdown();
+    client.close().await;
     Ok(code)
 }
 
@@ -592,6 +667,14 @@ fn summary_json(meta: &Metainfo, s: &Snapshot) -> serde_json::Value {
         "piece_failures": s.piece_failures,
         "wasted": s.wasted,
         "coded_bytes": s.coded_bytes,
+        "peer_sources": s.peer_sources,
+        "peers": s.peer_list.iter().map(|p| serde_json::json!({
+            "addr": p.addr.to_string(),
+            "client": p.client,
+            "transport": p.transport.to_string(),
+            "encryption": p.encryption.name(),
+            "unchokes_us": p.unchokes_us,
+        })).collect::<Vec<_>>(),
         "banned": s.banned.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
     })
 }

@@ -52,7 +52,7 @@ pub async fn stream_command(args: StreamArgs, dashboard: Option<LogSink>) -> any
         options(&args.playback, args.vod_server, output.clone(), TorrentConfig { max_peers: net.max_peers, ..TorrentConfig::default() });
     let show = Presentation { json: net.json, view: &args.view, dashboard, mode: "deadline picker".into() };
     let code = run_stream(&client, &meta, &opts, net.peers, show).await;
-    client.shutdown();
+    client.close().await;
     code
 }
 

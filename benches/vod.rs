@@ -4,6 +4,8 @@
 //! `cargo bench --bench vod -- [--worlds 10] [--first-world 1] [--size-kb 6000] [--rate 60] [--delay 6] [--prefetch 2] [--peers 10] [--upload 70]`
 //! `  [--clients deadline,rarest,sequential,lt-a,lt-b,deadline-coded] [--horizon 60] [--prior-kbps 60] [--rescue 0] [--opening-lead 0] [--upload-slots 4]`
 //!
+//! `deadline-no-fast` (not run unless named) is the deadline picker that
+//! ignores the allowed-fast pieces peers grant (BEP 6): what they bring.
 //! `deadline-coded` is the deadline picker with coded cooperation on, in a
 //! world whose peers offer it too; every other client runs in a world of
 //! plain peers (coded off), as libtorrent has no ccfd.
@@ -85,7 +87,17 @@ fn parse_args() -> Options {
     o
 }
 
-async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMode, coded: bool, net: [u8; 2]) -> Report {
+#[allow(clippy::too_many_arguments)]
+async fn one_run(
+    o: &Options,
+    movie: &Path,
+    dir: &Path,
+    seed: u64,
+    mode: PickMode,
+    coded: bool,
+    allowed_fast: bool,
+    net: [u8; 2],
+) -> Report {
     let config = VodWorldConfig { peers: o.peers, upload: o.upload, seed, net, coded, ..VodWorldConfig::default() };
     let world = VodWorld::start(movie, dir, config).await.expect("world");
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -102,6 +114,7 @@ async fn one_run(o: &Options, movie: &Path, dir: &Path, seed: u64, mode: PickMod
         mode,
         config: TorrentConfig {
             choker: ChokerConfig { regular_slots: o.upload_slots, ..ChokerConfig::default() },
+            use_allowed_fast: allowed_fast,
             ..TorrentConfig::default()
         },
     };
@@ -175,6 +188,8 @@ fn main() {
         (PickMode::RarestFirst, "rarest-first", "rarest", false),
         (PickMode::Sequential, "sequential", "sequential", false),
         (PickMode::Deadline, "deadline coded", "deadline-coded", true),
+        // The deadline picker that ignores allowed-fast grants (BEP 6): what they bring.
+        (PickMode::Deadline, "deadline no-AF", "deadline-no-fast", false),
     ];
     for (m, (mode, name, key, coded)) in modes.into_iter().enumerate() {
         if !o.clients.iter().any(|c| c == key) {
@@ -187,7 +202,8 @@ fn main() {
         for seed in o.first_world..o.first_world + o.worlds {
             let dir = tmp.path().join(format!("{name}-{seed}").replace(' ', "-"));
             std::fs::create_dir_all(&dir).unwrap();
-            let r = rt.block_on(one_run(&o, &movie, &dir, seed, mode, coded, world_net(73, m, seed)));
+            let allowed_fast = key != "deadline-no-fast";
+            let r = rt.block_on(one_run(&o, &movie, &dir, seed, mode, coded, allowed_fast, world_net(73, m, seed)));
             eprintln!("  {name} world {seed}: {:.1}% from the server, {} pieces missed", 100.0 * r.server_share, r.missed_pieces);
             share.push(r.server_share);
             missed.push(f64::from(r.missed_pieces));

@@ -106,12 +106,20 @@ impl UdpEndpoint {
 
 /// A UDP socket on `addr`; on an IPv6 address it takes IPv4 too (dual
 /// stack), whatever the system's default.
+/// The UDP socket's kernel buffers, each way, asked for.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }
+    // uTP and coded senders burst hundreds of datagrams after a loss; the
+    // default 208 KiB would drop the very resends that repair it. The
+    // kernel caps these at net.core.{r,w}mem_max; a refusal is no error.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())

@@ -101,7 +101,9 @@ impl<'a> Packet<'a> {
             next = b[at];
             let body = b.get(at + 2..at + 2 + len).ok_or(PacketError::Extension)?;
             if kind == 1 {
-                if len < 4 || len % 4 != 0 {
+                // BEP 29 asks for a multiple of 4 bytes; libtorrent sends
+                // just the bytes its bits need, so any length is read.
+                if len == 0 {
                     return Err(PacketError::Extension);
                 }
                 sack = Some(&body[..len.min(MAX_SACK)]);
@@ -151,6 +153,10 @@ mod tests {
         let p = Packet::parse(&out).unwrap();
         assert_eq!(p.sack, Some(&[0b101, 0, 0, 0][..]));
         assert!(p.payload.is_empty());
+        // libtorrent sends as many bytes as its bits need, not a multiple of 4.
+        let mut out = Vec::new();
+        encode(&header(Kind::State), Some(&[0xff, 0x01]), b"", &mut out);
+        assert_eq!(Packet::parse(&out).unwrap().sack, Some(&[0xff, 0x01][..]));
     }
 
     #[test]

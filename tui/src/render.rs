@@ -252,12 +252,14 @@ fn draw_peers(frame: &mut Frame, area: Rect, view: &Dashboard, ui: &UiState) {
             Cell::from(yes(p.coded)),
         ])
     });
+    // 76 columns and 8 gaps: the panel's share of a 140-column terminal
+    // (an IPv4 address and port in full).
     let widths = [
-        Constraint::Min(21),
-        Constraint::Length(13),
+        Constraint::Min(17),
+        Constraint::Length(11),
+        Constraint::Length(7),
         Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(9),
+        Constraint::Length(8),
         Constraint::Length(7),
         Constraint::Length(8),
         Constraint::Length(5),

@@ -87,20 +87,20 @@ fn penalty_panel_shows_the_figures() {
 #[test]
 fn header_peers_rates_and_chart_are_drawn() {
     let screen = text(&render(&sample(), &UiState::default()));
-    assert!(screen.contains("ccfd-demo.mp4"));
-    assert!(screen.contains("t=31.5s"));
-    assert!(screen.contains("playing"));
-    assert!(screen.contains("watch: http://127.0.0.1:8888/ccfd-demo.mp4"));
-    assert!(screen.contains("127.70.0.11:40001"));
-    assert!(screen.contains("libtorrent"));
-    assert!(screen.contains("70 kB/s"));
-    assert!(screen.contains("down 70 kB/s"));
-    assert!(screen.contains("up 12 kB/s"));
-    assert!(screen.contains("B(t) required"));
-    assert!(screen.contains("horizon"));
-    assert!(screen.contains("peers (1) · found by tracker 3, dht 12"));
+    assert!(screen.contains("ccfd-demo.mp4"), "{screen}");
+    assert!(screen.contains("t=31.5s"), "{screen}");
+    assert!(screen.contains("playing"), "{screen}");
+    assert!(screen.contains("watch: http://127.0.0.1:8888/ccfd-demo.mp4"), "{screen}");
+    assert!(screen.contains("127.70.0.11:40001"), "{screen}");
+    assert!(screen.contains("libtorrent"), "{screen}");
+    assert!(screen.contains("70 kB/s"), "{screen}");
+    assert!(screen.contains("down 70 kB/s"), "{screen}");
+    assert!(screen.contains("up 12 kB/s"), "{screen}");
+    assert!(screen.contains("B(t) required"), "{screen}");
+    assert!(screen.contains("horizon"), "{screen}");
+    assert!(screen.contains("peers (1) · found by tracker 3, dht 12"), "{screen}");
     // The newest log lines fit; the oldest do not.
-    assert!(screen.contains("log line 49"));
+    assert!(screen.contains("log line 49"), "{screen}");
     assert!(!screen.contains("log line 0 "));
 }
 

@@ -110,6 +110,8 @@ async fn one_run(
         prefetch: o.prefetch,
         server: None,
         output: out,
+        file: 0,
+        extras: Vec::new(),
         policy: o.policy.clone(),
         mode,
         config: TorrentConfig {

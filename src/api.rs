@@ -204,7 +204,8 @@ impl Peer {
         let torrent = match existing {
             Some(s) => s,
             None => {
-                let magnet = Magnet { info_hash: *id, name: None, trackers: vec![self.tracker.clone()], peers: Vec::new() };
+                let magnet =
+                    Magnet { info_hash: *id, name: None, trackers: vec![self.tracker.clone()], peers: Vec::new(), select_only: None };
                 let limit = self.options.download_timeout;
                 let shutdown = self.client.net.shutdown.clone();
                 let meta = self.runtime.block_on(async {

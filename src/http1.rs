@@ -103,6 +103,9 @@ pub fn content_type(name: &str) -> &'static str {
         "webm" => "video/webm",
         "ts" => "video/mp2t",
         "mp3" => "audio/mpeg",
+        "vtt" => "text/vtt",
+        "srt" | "ass" | "ssa" => "text/plain; charset=utf-8",
+        "html" => "text/html; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

@@ -5,6 +5,11 @@
 //! `Storage` does positioned reads and writes (`pread`/`pwrite`, no shared
 //! cursor, so many tasks can use one handle). Callers run it on blocking
 //! threads, never on the async reactor.
+//!
+//! When only some files are wanted, the others are never created: the
+//! bytes of theirs that share a piece with a wanted file (a piece is
+//! verified whole) go to one sparse part file beside the download,
+//! `.<name>.parts`, at their torrent offset.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -72,8 +77,11 @@ pub enum OpenMode {
 /// The open files of one torrent under one root folder.
 pub struct Storage {
     files: Vec<FileEntry>,
-    handles: Vec<File>,
+    /// `None` for a file that is not wanted: its bytes live in `parts`.
+    handles: Vec<Option<File>>,
     paths: Vec<PathBuf>,
+    /// The part file, when some file is not wanted.
+    parts: Option<(File, PathBuf)>,
     piece_length: u64,
     total_length: u64,
     /// True when every file was created by this open: nothing to re-check.
@@ -83,11 +91,24 @@ pub struct Storage {
 impl Storage {
     /// Opens (or creates) the torrent's files under `root`.
     pub fn open(meta: &Metainfo, root: &Path, mode: OpenMode) -> Result<Storage, StorageError> {
+        Storage::open_selected(meta, root, mode, None)
+    }
+
+    /// Opens the torrent under `root` with only the files `only` (indexes)
+    /// created when downloading; `None` means every file. Seeding
+    /// (`OpenMode::Existing`) always opens every file.
+    pub fn open_selected(meta: &Metainfo, root: &Path, mode: OpenMode, only: Option<&[usize]>) -> Result<Storage, StorageError> {
+        let wanted = |i: usize| mode == OpenMode::Existing || only.is_none_or(|o| o.contains(&i));
         let mut handles = Vec::with_capacity(meta.files.len());
         let mut paths = Vec::with_capacity(meta.files.len());
         let mut fresh = true;
-        for f in &meta.files {
+        for (i, f) in meta.files.iter().enumerate() {
             let path = root.join(&f.path);
+            if !wanted(i) {
+                handles.push(None);
+                paths.push(path);
+                continue;
+            }
             let io = |source| StorageError::Io { path: path.clone(), source };
             let existing_len = std::fs::metadata(&path).map(|m| m.len()).ok();
             let handle = match mode {
@@ -118,10 +139,43 @@ impl Storage {
             if mode == OpenMode::Existing {
                 fresh = false;
             }
-            handles.push(handle);
+            handles.push(Some(handle));
             paths.push(path);
         }
-        Ok(Storage { files: meta.files.clone(), handles, paths, piece_length: meta.piece_length, total_length: meta.total_length, fresh })
+        let parts = if handles.iter().any(Option::is_none) {
+            let path = root.join(format!(".{}.parts", meta.name));
+            let io = |source| StorageError::Io { path: path.clone(), source };
+            let existing_len = std::fs::metadata(&path).map(|m| m.len()).ok();
+            let h = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+            if existing_len.is_some_and(|l| l > 0) {
+                fresh = false;
+            }
+            if existing_len.unwrap_or(0) < meta.total_length {
+                h.set_len(meta.total_length).map_err(io)?;
+            }
+            Some((h, path))
+        } else {
+            None
+        };
+        Ok(Storage {
+            files: meta.files.clone(),
+            handles,
+            paths,
+            parts,
+            piece_length: meta.piece_length,
+            total_length: meta.total_length,
+            fresh,
+        })
+    }
+
+    /// Where segment `s` lives: its file, or the part file at the torrent offset.
+    fn place(&self, s: &Segment) -> (&File, u64, &Path) {
+        match (&self.handles[s.file], &self.parts) {
+            (Some(h), _) => (h, s.file_offset, &self.paths[s.file]),
+            (None, Some((h, path))) => (h, self.files[s.file].offset + s.file_offset, path),
+            // `open_selected` opens a part file whenever a file is left out.
+            (None, None) => unreachable!("an unwanted file without a part file"),
+        }
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<(), StorageError> {
@@ -137,9 +191,8 @@ impl Storage {
         let mut pos = 0usize;
         for s in segments(&self.files, offset, buf.len() as u64) {
             let dst = &mut buf[pos..pos + s.len as usize];
-            self.handles[s.file]
-                .read_exact_at(dst, s.file_offset)
-                .map_err(|source| StorageError::Io { path: self.paths[s.file].clone(), source })?;
+            let (file, at, path) = self.place(&s);
+            file.read_exact_at(dst, at).map_err(|source| StorageError::Io { path: path.to_path_buf(), source })?;
             pos += s.len as usize;
         }
         Ok(())
@@ -150,11 +203,12 @@ impl Storage {
         self.check_range(offset, data.len() as u64)?;
         let mut pos = 0usize;
         for s in segments(&self.files, offset, data.len() as u64) {
-            self.handles[s.file].write_all_at(&data[pos..pos + s.len as usize], s.file_offset).map_err(|source| {
+            let (file, at, path) = self.place(&s);
+            file.write_all_at(&data[pos..pos + s.len as usize], at).map_err(|source| {
                 if source.raw_os_error() == Some(libc_ebadf()) {
-                    StorageError::ReadOnly(self.paths[s.file].clone())
+                    StorageError::ReadOnly(path.to_path_buf())
                 } else {
-                    StorageError::Io { path: self.paths[s.file].clone(), source }
+                    StorageError::Io { path: path.to_path_buf(), source }
                 }
             })?;
             pos += s.len as usize;
@@ -228,7 +282,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &length)| {
-                let f = FileEntry { path: format!("f{i}").into(), length, offset };
+                let f = FileEntry { path: format!("f{i}").into(), length, offset, pad: false };
                 offset += length;
                 f
             })
@@ -267,8 +321,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn write_read_and_verify_across_files() {
+    /// Files `src/a` (20 000 bytes) and `src/b` (30 000) in 16 KiB pieces.
+    fn two_files() -> (tempfile::TempDir, Metainfo) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
@@ -276,6 +330,12 @@ mod tests {
         std::fs::write(src.join("b"), (0..30_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
         let opts = ccfd_proto::metainfo::CreateOptions { piece_length: 16384, trackers: vec![], web_seeds: vec![] };
         let meta = Metainfo::from_bytes(&ccfd_proto::metainfo::create(&src, &opts).unwrap()).unwrap();
+        (dir, meta)
+    }
+
+    #[test]
+    fn write_read_and_verify_across_files() {
+        let (dir, meta) = two_files();
         let seed = Storage::open(&meta, dir.path(), OpenMode::Existing).unwrap();
         assert!(seed.verify_all(&meta).is_full());
 
@@ -288,5 +348,24 @@ mod tests {
         assert_eq!(have.ones().collect::<Vec<_>>(), vec![1]);
         assert!(matches!(Storage::open(&meta, &dir.path().join("none"), OpenMode::Existing), Err(StorageError::Missing { .. })));
         assert!(leech.read_piece(99, 10).is_err());
+    }
+
+    #[test]
+    fn unwanted_files_are_never_created_and_boundary_bytes_go_to_the_part_file() {
+        let (dir, meta) = two_files();
+        let src = dir.path().join("src");
+        let seed = Storage::open(&meta, dir.path(), OpenMode::Existing).unwrap();
+        let out = dir.path().join("out");
+        // Only file b (bytes 20000..50000): pieces 1 to 3; piece 1 also holds the end of a.
+        let leech = Storage::open_selected(&meta, &out, OpenMode::Create, Some(&[1])).unwrap();
+        for piece in 1..4 {
+            leech.write_piece(piece, &seed.read_piece(piece, meta.piece_len(piece)).unwrap()).unwrap();
+        }
+        assert!(!out.join("src/a").exists(), "the unwanted file is not created");
+        assert_eq!(std::fs::read(out.join("src/b")).unwrap(), std::fs::read(src.join("b")).unwrap());
+        assert!(out.join(".src.parts").exists());
+        let again = Storage::open_selected(&meta, &out, OpenMode::Create, Some(&[1])).unwrap();
+        assert!(!again.fresh);
+        assert_eq!(again.verify_all(&meta).ones().collect::<Vec<_>>(), vec![1, 2, 3], "the boundary piece reads back whole");
     }
 }

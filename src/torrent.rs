@@ -21,7 +21,7 @@ use crate::discovery::dht;
 use crate::discovery::{PeerSource, SwarmLink, SwarmStatus};
 use crate::net::dial::{dial as net_dial, Dialed};
 use crate::storage::{OpenMode, StorageError};
-use crate::swarm::{Services, Swarm, TorrentConfig};
+use crate::swarm::{web_sources, Services, Swarm, TorrentConfig};
 
 /// A running torrent: its swarm and the tasks that drive it.
 pub struct Torrent {
@@ -60,6 +60,9 @@ impl Torrent {
             shutdown: swarm.shutdown.clone(),
         };
         let handle = tokio::spawn(announce::run(announcer, swarm.clone(), meta.trackers.clone()));
+        if swarm.config.web_seeds && !meta.web_seeds.is_empty() && !swarm.is_complete() {
+            tokio::spawn(web_sources::run(swarm.clone(), meta.web_seeds.clone()));
+        }
         if let Some(dht) = swarm.dht.clone() {
             tokio::spawn(dht::run_source(dht, swarm.clone(), net.listen_addr.port(), swarm.shutdown.clone()));
         }

@@ -17,13 +17,73 @@ fn missing_and_malformed_torrents() {
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = run(&["download", "/nonexistent/x.torrent", "--port", "0"]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("error: /nonexistent/x.torrent") && err.contains("No such file"), "{err}");
+    assert!(err.starts_with("error: cannot read /nonexistent/x.torrent") && err.contains("No such file"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "the cause is said once: {err}");
     let bad = dir.path().join("bad.torrent");
     std::fs::write(&bad, b"d4:infoi3ee").unwrap();
     let (code, err) = run(&["download", bad.to_str().unwrap(), "--port", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("malformed torrent"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+/// A torrent with a BEP 47 padding file between a sample and the movie.
+fn padded_torrent(dir: &std::path::Path) -> std::path::PathBuf {
+    use sha1::{Digest, Sha1};
+    let piece = 16384usize;
+    let (sample, pad, movie) = (10_000usize, 16384 - 10_000, 40_000usize);
+    let mut content = payload(sample, 1);
+    content.extend(std::iter::repeat_n(0u8, pad));
+    content.extend(payload(movie, 2));
+    let hashes: Vec<u8> = content.chunks(piece).flat_map(|c| Sha1::digest(c).to_vec()).collect();
+    let file = |len: usize, path: &[&str], attr: Option<&str>| {
+        let mut d = String::new();
+        if let Some(a) = attr {
+            d.push_str(&format!("4:attr{}:{a}", a.len()));
+        }
+        d.push_str(&format!("6:lengthi{len}e4:pathl"));
+        for p in path {
+            d.push_str(&format!("{}:{p}", p.len()));
+        }
+        format!("d{d}ee")
+    };
+    let files = file(sample, &["sample.mkv"], None) + &file(pad, &[".pad", "6384"], Some("p")) + &file(movie, &["movie.mkv"], None);
+    let mut bytes = format!("d4:infod5:filesl{files}e4:name4:show12:piece lengthi{piece}e6:pieces{}:", hashes.len()).into_bytes();
+    bytes.extend(hashes);
+    bytes.extend(b"ee");
+    let path = dir.join("padded.torrent");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn info_lists_files_and_bad_file_choices_and_magnets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = padded_torrent(dir.path());
+    let out = Command::new(BIN).args(["info", "--json"]).arg(&t).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "show");
+    assert_eq!(v["pieces"], 4);
+    let pads: Vec<bool> = v["files"].as_array().unwrap().iter().map(|f| f["padding"].as_bool().unwrap()).collect();
+    assert_eq!(pads, vec![false, true, false]);
+    let text = Command::new(BIN).arg("info").arg(&t).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("show/movie.mkv") && text.contains("(padding)") && text.contains("Piece size: 16.0 KiB"), "{text}");
+
+    let t = t.to_str().unwrap();
+    for (file, says) in [("99", "out of range"), ("nope.mkv", "no file of the torrent"), ("1", "padding")] {
+        let (code, err) = run(&[t, "--file", file, "--no-tui", "--port", "0"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(says) && err.lines().count() == 1, "--file {file}: {err}");
+    }
+    let (code, err) = run(&["download", "magnet:?xt=urn:btih:123zz", "--port", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("neither 40 hex digits nor 32 base32") && err.lines().count() == 1, "{err}");
+    let hash = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    let (code, err) = run(&["download", &format!("magnet:?xt=urn:btih:{hash}&so=3-1"), "--port", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("so=") && err.lines().count() == 1, "{err}");
 }
 
 #[test]

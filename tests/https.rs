@@ -80,29 +80,15 @@ fn an_https_tracker_with_a_private_ca() {
     let _opentracker = opentracker(dir, &net.ip(1), 6969, std::slice::from_ref(&hash));
     make_ca(dir, "test-ca", Some(&net.ip(1)));
     make_ca(dir, "other-ca", None);
-    let scratch = dir.join("nginx-tmp");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; pid {pid}; error_log {err}; events {{}}\n\
-             http {{ access_log off; server {{ listen {ip}:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; \
-             location / {{ proxy_pass http://{plain}; }} }} \
-             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp}; }}\n",
-            pid = dir.join("nginx.pid").display(),
-            err = dir.join("nginx.err").display(),
-            ip = net.ip(1),
-            port = https_port,
-            cert = dir.join("server.pem").display(),
-            key = dir.join("server.key").display(),
-            plain = tracker_plain,
-            tmp = scratch.display(),
-        ),
-    )
-    .unwrap();
-    let _nginx = Proc::spawn("nginx", Command::new("/usr/sbin/nginx").arg("-c").arg(&conf).arg("-p").arg(dir), &dir.join("nginx.log"));
-    wait_port(&net.addr(1, https_port), Duration::from_secs(20));
+    let server = format!(
+        "listen {ip}:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; location / {{ proxy_pass http://{plain}; }}",
+        ip = net.ip(1),
+        port = https_port,
+        cert = dir.join("server.pem").display(),
+        key = dir.join("server.key").display(),
+        plain = tracker_plain,
+    );
+    let _nginx = nginx(dir, &net.addr(1, https_port), &server);
 
     let good = bundle(dir, "good-bundle.pem", &dir.join("test-ca.pem"));
     let data = dir.join("seed").display().to_string();

@@ -33,6 +33,8 @@ async fn stream_in(world: &VodWorld, dir: &Path, rate: f64) -> (Report, u64) {
         prefetch: 1.0,
         server: None,
         output: output.clone(),
+        file: 0,
+        extras: Vec::new(),
         policy: Policy::default(),
         mode: PickMode::Deadline,
         config: TorrentConfig::default(),

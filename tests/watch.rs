@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ccfd, test_dir, wait_port, wait_until, Proc, BIN};
+use common::{ccfd, get_range, test_dir, wait_port, wait_until, Proc, BIN};
 
 const MOVIE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/torrents/ccfd-demo.mp4");
 
@@ -86,31 +84,6 @@ fn the_demo_dashboard_runs_in_a_terminal_and_q_restores_it() {
     assert!(after.contains("stopped before the end"), "{after}");
     assert!(!after.contains("penalties"), "the dashboard is gone:\n{after}");
     assert_eq!(tmux.run(&["display", "-p", "-t", "demo", "#{alternate_on}"]).trim(), "0", "the terminal is back on the main screen");
-}
-
-/// One HTTP/1.1 Range request; returns the status line and the body.
-fn get_range(addr: &str, path: &str, first: u64, last: u64) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nRange: bytes={first}-{last}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let want = (last - first + 1) as usize;
-    loop {
-        let n = s.read(&mut chunk).expect("read");
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-        if let Some(i) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
-            if reply.len() - (i + 4) >= want {
-                break;
-            }
-        }
-    }
-    let i = reply.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let head = String::from_utf8_lossy(&reply[..i]).into_owned();
-    (head.lines().next().unwrap_or_default().to_string(), reply[i + 4..].to_vec())
 }
 
 fn free_port() -> u16 {

@@ -79,6 +79,9 @@ pub struct FileEntry {
     pub length: u64,
     /// Offset of the file's first byte in the concatenated torrent stream.
     pub offset: u64,
+    /// A BEP 47 padding file (`attr` contains `p`): zeros that align the
+    /// next file to a piece; never a file anyone wants.
+    pub pad: bool,
 }
 
 /// A validated torrent.
@@ -149,7 +152,7 @@ impl Metainfo {
         match &torrent.files {
             None => {
                 let length = u64::try_from(torrent.length).map_err(|_| malformed("negative length"))?;
-                files.push(FileEntry { path: PathBuf::from(&name), length, offset: 0 });
+                files.push(FileEntry { path: PathBuf::from(&name), length, offset: 0, pad: false });
                 offset = length;
             }
             Some(list) => {
@@ -159,7 +162,9 @@ impl Metainfo {
                 for f in list {
                     let length = u64::try_from(f.length).map_err(|_| malformed("negative file length"))?;
                     let rel = sanitize_relative(&f.path)?;
-                    files.push(FileEntry { path: Path::new(&name).join(rel), length, offset });
+                    let pad =
+                        matches!(f.extra_fields.as_ref().and_then(|x| x.get("attr")), Some(BencodeElem::String(a)) if a.contains('p'));
+                    files.push(FileEntry { path: Path::new(&name).join(rel), length, offset, pad });
                     offset = offset.checked_add(length).ok_or_else(|| malformed("total length overflows"))?;
                 }
             }
@@ -214,6 +219,46 @@ impl Metainfo {
             web_seeds: web_seeds.into_iter().filter(|s| !s.is_empty()).collect(),
             info_bytes,
         })
+    }
+
+    /// A .torrent file for this torrent: the info dictionary as it is (so
+    /// the info-hash stays), with the trackers in tiers and the web seeds
+    /// (a magnet's metadata saved for later).
+    pub fn to_torrent_bytes(&self) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(s.len().to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(s);
+        }
+        let mut out = Vec::with_capacity(self.info_bytes.len() + 256);
+        out.push(b'd');
+        // Keys in sorted order, as bencode requires.
+        if let Some(first) = self.trackers.iter().flatten().next() {
+            string(&mut out, b"announce");
+            string(&mut out, first.as_bytes());
+            string(&mut out, b"announce-list");
+            out.push(b'l');
+            for tier in &self.trackers {
+                out.push(b'l');
+                for url in tier {
+                    string(&mut out, url.as_bytes());
+                }
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        string(&mut out, b"info");
+        out.extend_from_slice(&self.info_bytes);
+        if !self.web_seeds.is_empty() {
+            string(&mut out, b"url-list");
+            out.push(b'l');
+            for url in &self.web_seeds {
+                string(&mut out, url.as_bytes());
+            }
+            out.push(b'e');
+        }
+        out.push(b'e');
+        out
     }
 
     /// Number of pieces.
@@ -323,7 +368,7 @@ mod tests {
         assert_eq!(m.info_bytes, info);
         assert_eq!(m.piece_count(), 3);
         assert_eq!(m.piece_len(2), 40000 - 2 * 16384);
-        assert_eq!(m.files, vec![FileEntry { path: "movie".into(), length: 40000, offset: 0 }]);
+        assert_eq!(m.files, vec![FileEntry { path: "movie".into(), length: 40000, offset: 0, pad: false }]);
         assert_eq!(m.trackers, vec![vec!["http://127.0.0.1:6969/announce".to_string()]]);
     }
 
@@ -378,5 +423,10 @@ mod tests {
         assert_eq!(m.files.iter().map(|f| f.length).sum::<u64>(), 50_001);
         assert_eq!(m.trackers.len(), 2);
         assert_eq!(m.web_seeds, vec!["http://ws/".to_string()]);
+        // Saved again (as a magnet's fetched metadata is): the same torrent.
+        let saved = Metainfo::from_bytes(&m.to_torrent_bytes()).unwrap();
+        assert_eq!((saved.info_hash, &saved.trackers, &saved.web_seeds, &saved.files), (m.info_hash, &m.trackers, &m.web_seeds, &m.files));
+        let bare = Metainfo::from_info_bytes(&m.info_bytes, Vec::new()).unwrap();
+        assert_eq!(Metainfo::from_bytes(&bare.to_torrent_bytes()).unwrap().info_hash, m.info_hash);
     }
 }

@@ -12,6 +12,9 @@
 //! to trade), then rarest-first with random tie-breaks; when every missing
 //! block is already requested, endgame lets a second peer request a block,
 //! and the first copy to arrive cancels the others.
+//!
+//! Only `wanted` pieces are fetched (every piece unless the user chose some
+//! files of the torrent); the download is `done` when those are verified.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +97,10 @@ pub struct Picker {
     /// A random rank per piece: breaks rarity ties without bias.
     tie_break: Vec<u32>,
     have: Bitfield,
+    /// The pieces to fetch (all, or those of the chosen files).
+    wanted: Bitfield,
+    /// Wanted pieces not verified yet.
+    wanted_left: u32,
 }
 
 impl Picker {
@@ -103,7 +110,40 @@ impl Picker {
         let states = (0..n).map(|i| if have.get(i) { PieceState::Verified } else { PieceState::Missing }).collect();
         let mut tie_break: Vec<u32> = (0..n).collect();
         tie_break.shuffle(rng);
-        Picker { piece_length, total_length, states, partial: BTreeMap::new(), availability: vec![0; n as usize], tie_break, have }
+        let wanted = Bitfield::full(n);
+        let wanted_left = n - have.count();
+        Picker {
+            piece_length,
+            total_length,
+            states,
+            partial: BTreeMap::new(),
+            availability: vec![0; n as usize],
+            tie_break,
+            have,
+            wanted,
+            wanted_left,
+        }
+    }
+
+    /// Fetch only these pieces (those of the files the user chose). A
+    /// bitfield of the wrong length is ignored.
+    pub fn set_wanted(&mut self, wanted: Bitfield) {
+        if wanted.len() != self.have.len() {
+            return;
+        }
+        self.wanted_left = wanted.ones().filter(|&i| !self.have.get(i)).count() as u32;
+        self.wanted = wanted;
+    }
+
+    /// Whether piece `piece` is one to fetch.
+    pub fn is_wanted(&self, piece: u32) -> bool {
+        self.wanted.get(piece)
+    }
+
+    /// Every wanted piece is verified: the download is finished (a seed
+    /// only when every piece was wanted).
+    pub fn is_done(&self) -> bool {
+        self.wanted_left == 0
     }
 
     pub fn have(&self) -> &Bitfield {
@@ -355,8 +395,8 @@ impl Picker {
     }
 
     fn choose_new_piece(&self, peer_has: &Bitfield, skip: &dyn Fn(u32) -> bool, rng: &mut impl Rng) -> Option<u32> {
-        let candidates =
-            (0..self.states.len() as u32).filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i) && !skip(i));
+        let candidates = (0..self.states.len() as u32)
+            .filter(|&i| self.states[i as usize] == PieceState::Missing && peer_has.get(i) && self.wanted.get(i) && !skip(i));
         if self.have.count() < RANDOM_FIRST_PIECES {
             let all: Vec<u32> = candidates.collect();
             return all.get(rng.random_range(0..all.len().max(1))).copied();
@@ -364,9 +404,9 @@ impl Picker {
         candidates.min_by_key(|&i| (self.availability[i as usize], self.tie_break[i as usize]))
     }
 
-    /// Endgame: nothing is left unrequested, only in flight.
+    /// Endgame: nothing wanted is left unrequested, only in flight.
     fn in_endgame(&self) -> bool {
-        !self.states.contains(&PieceState::Missing)
+        !self.states.iter().enumerate().any(|(i, s)| *s == PieceState::Missing && self.wanted.get(i as u32))
     }
 
     fn pick_endgame(&mut self, peer: PeerKey, peer_has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
@@ -424,7 +464,9 @@ impl Picker {
         if let Some(s) = self.states.get_mut(piece as usize) {
             *s = PieceState::Verified;
             self.partial.remove(&piece);
-            self.have.set(piece);
+            if self.have.set(piece) && self.wanted.get(piece) {
+                self.wanted_left -= 1;
+            }
         }
     }
 
@@ -436,9 +478,9 @@ impl Picker {
         }
     }
 
-    /// Whether `peer_has` holds any piece we still lack.
+    /// Whether `peer_has` holds any wanted piece we still lack.
     pub fn wants_any(&self, peer_has: &Bitfield) -> bool {
-        peer_has.ones().any(|i| self.states[i as usize] != PieceState::Verified)
+        peer_has.ones().any(|i| self.states[i as usize] != PieceState::Verified && self.wanted.get(i))
     }
 }
 
@@ -469,6 +511,33 @@ mod tests {
 
     fn full(n: u32) -> Bitfield {
         Bitfield::full(n)
+    }
+
+    #[test]
+    fn only_wanted_pieces_are_fetched_and_done_means_they_are_verified() {
+        let mut p = picker(6, &[0]);
+        let mut wanted = Bitfield::new(6);
+        for i in [0, 2, 3] {
+            wanted.set(i);
+        }
+        p.set_wanted(wanted);
+        assert!(!p.is_done());
+        let mut only_unwanted = Bitfield::new(6);
+        only_unwanted.set(5);
+        assert!(!p.wants_any(&only_unwanted), "a peer with nothing we want is not interesting");
+        let mut rng = StdRng::seed_from_u64(3);
+        let picked = p.pick(1, &full(6), 100, &mut rng);
+        let mut pieces: Vec<u32> = picked.iter().map(|b| b.piece).collect();
+        pieces.dedup();
+        assert_eq!(pieces.iter().copied().collect::<std::collections::BTreeSet<_>>(), [2, 3].into());
+        for b in picked {
+            p.block_received(1, b);
+        }
+        p.piece_verified(2);
+        assert!(!p.is_done());
+        p.piece_verified(3);
+        assert!(p.is_done() && !p.is_complete());
+        assert!(p.pick(1, &full(6), 100, &mut rng).is_empty(), "no endgame over unwanted pieces");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! the VoD server; `pick` orders one peer's requests by deadline and
 //! feasibility (`ccfd_vod::plan`), the rest rarest-first. The task that
 //! fetches from the VoD server is `stream::fallback`.
+//!
+//! The movie may be one file of many: playback bytes count from the file's
+//! first byte (`FileSpan`), and pieces outside the file have no deadline.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,19 +37,52 @@ pub enum PickMode {
     Sequential,
 }
 
+/// Where the streamed file sits in the torrent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSpan {
+    /// Torrent offset of the file's first byte.
+    pub offset: u64,
+    pub piece_length: u64,
+    /// Pieces in the whole torrent.
+    pub piece_count: u32,
+}
+
+impl FileSpan {
+    /// The piece holding byte `byte` of the file.
+    pub fn piece_of(&self, byte: u64) -> u32 {
+        ((self.offset + byte) / self.piece_length) as u32
+    }
+}
+
 /// What the session's picker consults while streaming.
 #[derive(Debug)]
 pub struct StreamPlan {
     pub policy: Policy,
     pub mode: PickMode,
-    piece_length: u64,
+    pub span: FileSpan,
+    /// Pieces of other files wanted before the opening (subtitles): due
+    /// when the first byte of the movie is.
+    pub early: Vec<u32>,
+    /// Pieces a player asked for outside playback (the index at a file's
+    /// end): due when asked, without moving the playback clock.
+    asap: Mutex<Vec<(u32, f64)>>,
     /// The playback clock and its deadlines; a seek swaps in a new one.
     schedule: Mutex<Arc<Schedule>>,
     /// Measured server latency and rate (for the fallback moment).
     pub server: Mutex<ServerEstimate>,
     /// Pieces handed to the server: no peer requests for them.
     pub claimed: Mutex<HashSet<u32>>,
+    /// No VoD server: peers must fetch even the pieces past their deadline.
+    pub serverless: bool,
 }
+
+/// Most pieces a player's probe reads may make urgent (a bound on what
+/// reads from outside can make us track).
+const MAX_ASAP: usize = 256;
+
+/// Without a server, an overdue piece is planned as if due this many
+/// seconds from now: each peer takes on what it can deliver by then.
+const SERVERLESS_SLACK: f64 = 1.0;
 
 /// The playback clock and the deadline of each piece it implies (seconds
 /// since the session started). Replaced whole on a seek, so a reader never
@@ -65,16 +101,61 @@ pub struct ServerEstimate {
 }
 
 impl StreamPlan {
-    pub fn new(playback: Playback, policy: Policy, mode: PickMode, piece_length: u64) -> StreamPlan {
-        let deadlines = piece_deadlines(&playback, piece_length);
+    /// A plan for playing the file at `span` (its length is `playback.total`).
+    pub fn new(playback: Playback, policy: Policy, mode: PickMode, span: FileSpan) -> StreamPlan {
+        let deadlines = piece_deadlines(&playback, &span);
         StreamPlan {
             policy,
             mode,
-            piece_length,
+            span,
+            early: Vec::new(),
+            asap: Mutex::new(Vec::new()),
             schedule: Mutex::new(Arc::new(Schedule { playback, deadlines })),
             server: Mutex::new(ServerEstimate { latency: 0.1, rate: 1_000_000.0 }),
             claimed: Mutex::new(HashSet::new()),
+            serverless: false,
         }
+    }
+
+    /// The same plan for a stream without a VoD server.
+    pub fn serverless(mut self, serverless: bool) -> StreamPlan {
+        self.serverless = serverless;
+        self
+    }
+
+    /// The moment the planner must have piece `p` by from peers: the
+    /// server's cut-off, or (without a server) never before `now` plus a
+    /// little, since no one else will fetch it.
+    fn peer_cutoff(&self, p: &PieceView, now: f64) -> f64 {
+        if self.serverless {
+            p.deadline.max(now + SERVERLESS_SLACK)
+        } else {
+            self.cutoff(p.deadline, p.remaining)
+        }
+    }
+
+    /// The same plan with `early` pieces due at the opening.
+    pub fn with_early(mut self, early: Vec<u32>) -> StreamPlan {
+        self.early = early;
+        let schedule = Arc::new(self.schedule_for(self.schedule().playback.clone()));
+        *self.schedule.get_mut() = schedule;
+        self
+    }
+
+    fn schedule_for(&self, playback: Playback) -> Schedule {
+        let mut deadlines = piece_deadlines(&playback, &self.span);
+        let opening = playback.byte_deadline(playback.origin());
+        for &p in &self.early {
+            if let Some(d) = deadlines.get_mut(p as usize) {
+                *d = d.min(opening);
+            }
+        }
+        for &(p, at) in self.asap.lock().iter() {
+            if let Some(d) = deadlines.get_mut(p as usize) {
+                *d = d.min(at);
+            }
+        }
+        Schedule { playback, deadlines }
     }
 
     /// The clock and deadlines now.
@@ -87,10 +168,50 @@ impl StreamPlan {
     pub fn seek(&self, byte: u64, now: f64) -> Arc<Schedule> {
         let mut playback = self.schedule().playback.clone();
         playback.seek(byte, now);
-        let deadlines = piece_deadlines(&playback, self.piece_length);
-        let schedule = Arc::new(Schedule { playback, deadlines });
+        let schedule = Arc::new(self.schedule_for(playback));
         *self.schedule.lock() = schedule.clone();
         schedule
+    }
+
+    /// A player reads bytes away from playback that it needs before it
+    /// plays (a probe for the index at the end of the file): `pieces` are
+    /// due at `now`, and the playback clock stays where it is.
+    pub fn fetch_soon(&self, pieces: impl IntoIterator<Item = u32>, now: f64) -> Arc<Schedule> {
+        {
+            let mut asap = self.asap.lock();
+            for p in pieces {
+                if !asap.iter().any(|&(q, _)| q == p) && asap.len() < MAX_ASAP {
+                    asap.push((p, now));
+                }
+            }
+        }
+        let schedule = Arc::new(self.schedule_for(self.schedule().playback.clone()));
+        *self.schedule.lock() = schedule.clone();
+        schedule
+    }
+
+    /// Playback waited `secs` for missing bytes (no VoD server): every
+    /// deadline moves that much later.
+    pub fn pause(&self, secs: f64) -> Arc<Schedule> {
+        let mut playback = self.schedule().playback.clone();
+        playback.pause(secs);
+        let schedule = Arc::new(self.schedule_for(playback));
+        *self.schedule.lock() = schedule.clone();
+        schedule
+    }
+
+    /// Bytes of the file present without a gap from the play origin on,
+    /// given which pieces are verified.
+    pub fn contiguous(&self, has: impl Fn(u32) -> bool) -> u64 {
+        let schedule = self.schedule();
+        let playback = &schedule.playback;
+        let span = &self.span;
+        let end = span.offset + playback.total;
+        let mut piece = span.piece_of(playback.origin());
+        while u64::from(piece) * span.piece_length < end && has(piece) {
+            piece += 1;
+        }
+        (u64::from(piece) * span.piece_length).min(end).saturating_sub(span.offset + playback.origin())
     }
 
     /// When the server must be asked for `remaining` bytes of a piece due at `deadline`.
@@ -100,10 +221,21 @@ impl StreamPlan {
     }
 }
 
-/// Deadline of every piece under `playback`.
-pub fn piece_deadlines(playback: &Playback, piece_length: u64) -> Vec<f64> {
-    let n = playback.total.div_ceil(piece_length);
-    (0..n).map(|i| playback.range_deadline(i * piece_length, ((i + 1) * piece_length).min(playback.total))).collect()
+/// Deadline of every piece of the torrent under `playback` of the file at
+/// `span`: that of the piece's last byte inside the file; infinite for
+/// pieces without a byte of it.
+pub fn piece_deadlines(playback: &Playback, span: &FileSpan) -> Vec<f64> {
+    let (start, end) = (span.offset, span.offset + playback.total);
+    (0..u64::from(span.piece_count))
+        .map(|i| {
+            let (a, b) = ((i * span.piece_length).max(start), ((i + 1) * span.piece_length).min(end));
+            if a >= b {
+                f64::INFINITY
+            } else {
+                playback.range_deadline(a - start, b - start)
+            }
+        })
+        .collect()
 }
 
 /// Requests for one peer while streaming: pieces due within the horizon by
@@ -129,11 +261,15 @@ pub fn pick(
         }
         PickMode::Sequential => {
             // In file order from the play origin on, then the bytes before it.
-            let first = (schedule.playback.origin() / plan.piece_length) as u32;
+            let first = plan.span.piece_of(schedule.playback.origin());
             let count = schedule.deadlines.len() as u32;
             let order: Vec<u32> = (first..count)
                 .chain(0..first)
-                .filter(|&i| !claimed.contains(&i) && matches!(picker.state(i), Some(PieceState::Missing | PieceState::Active)))
+                .filter(|&i| {
+                    !claimed.contains(&i)
+                        && picker.is_wanted(i)
+                        && matches!(picker.state(i), Some(PieceState::Missing | PieceState::Active))
+                })
                 .collect();
             let order: Vec<(u32, usize)> = order.into_iter().map(|i| (i, usize::MAX)).collect();
             let plan = PickPlan { urgent: &order, duplicate: &[], skip: &|i| claimed.contains(&i) };
@@ -155,7 +291,7 @@ pub fn pick(
         })
         .collect();
     pieces.sort_by(|a, b| a.deadline.total_cmp(&b.deadline));
-    let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.cutoff(p.deadline, p.remaining));
+    let peer_plan = plan.policy.plan_for_peer(now, &pieces, &peer, |i| has.get(i), |p| plan.peer_cutoff(p, now));
     let reserved = |i: u32| schedule.deadlines.get(i as usize).is_some_and(|&d| d <= horizon) || claimed.contains(&i);
     // Urgent blocks first, then one block of each long shot.
     let block = ccfd_vod::plan::BLOCK;
@@ -175,9 +311,45 @@ mod tests {
     #[test]
     fn piece_deadlines_follow_the_last_byte() {
         let p = Playback::new(1000.0, 6.0, 2.0, 2500);
-        let d = piece_deadlines(&p, 1000);
+        let d = piece_deadlines(&p, &FileSpan { offset: 0, piece_length: 1000, piece_count: 3 });
         assert_eq!(d.len(), 3);
         assert!((d[0] - (4.0 + 0.999)).abs() < 1e-9);
         assert!((d[2] - (4.0 + 2.499)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn without_a_server_overdue_pieces_are_still_fetched_from_peers() {
+        use rand::SeedableRng;
+        const PIECE: u64 = 16384;
+        let playback = Playback::new(1000.0, 0.0, 0.0, 4 * PIECE);
+        let span = FileSpan { offset: 0, piece_length: PIECE, piece_count: 4 };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut picker = Picker::new(PIECE, 4 * PIECE, Bitfield::new(4), &mut rng);
+        let has = Bitfield::full(4);
+        // At t = 100 s every piece is past its deadline.
+        for serverless in [false, true] {
+            let plan = StreamPlan::new(playback.clone(), Policy::default(), PickMode::Deadline, span).serverless(serverless);
+            let got = pick(&plan, &mut picker, 1, &has, 4, PeerView { rate: 0.0, queued: 0 }, 100.0, &mut rng);
+            assert_eq!(got.is_empty(), !serverless, "serverless {serverless}: {got:?}");
+            if serverless {
+                assert_eq!(got[0].piece, 0, "earliest deadline first");
+            }
+        }
+    }
+
+    #[test]
+    fn one_file_of_many_counts_from_its_first_byte() {
+        // The file is bytes 1500..4000 of a 6000-byte torrent in 1000-byte pieces.
+        let p = Playback::new(1000.0, 6.0, 2.0, 2500);
+        let span = FileSpan { offset: 1500, piece_length: 1000, piece_count: 6 };
+        let d = piece_deadlines(&p, &span);
+        assert_eq!(d.len(), 6);
+        assert_eq!(d[0], f64::INFINITY);
+        // Piece 1 holds file bytes 0..500: due with the file's byte 499.
+        assert!((d[1] - (4.0 + 0.499)).abs() < 1e-9);
+        assert!((d[3] - (4.0 + 2.499)).abs() < 1e-9);
+        assert_eq!(d[4], f64::INFINITY);
+        assert_eq!(span.piece_of(0), 1);
+        assert_eq!(span.piece_of(2499), 3);
     }
 }

@@ -3,7 +3,9 @@
 //! and fetch exactly those from the VoD server (a BEP 19 web seed); once
 //! every peer has choked us for a second, pieces close to their cut-off
 //! are fetched earlier (`Policy::server_moment`). Server blocks go through
-//! the same verification as peer blocks.
+//! the same verification as peer blocks. Without a VoD server, playback
+//! waits for missing bytes as a player rebuffers: the clock pauses and
+//! every deadline moves by the pause.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use ccfd_vod::{Ledger, Report};
 use parking_lot::Mutex;
 
 use crate::decide::stream_plan::{StreamPlan, SERVER_KEY};
+use crate::swarm::web_sources::contiguous_runs;
 use crate::swarm::{Swarm, TorrentError};
 use crate::webseed::WebSeed;
 
@@ -25,7 +28,7 @@ const FALLBACK_LOOKAHEAD: f64 = 30.0;
 /// Attempts at one piece from the server before giving up on the stream.
 const MAX_SERVER_ATTEMPTS: u32 = 3;
 
-/// Streams until every piece is verified; returns the ledger's report.
+/// Streams until every wanted piece is verified; returns the ledger's report.
 /// `server` is the VoD server; without one, pieces the swarm misses are late.
 pub async fn run(
     swarm: Arc<Swarm>,
@@ -38,6 +41,8 @@ pub async fn run(
     let mut wasted = 0;
     // Since when every connected peer chokes us (the opening lead's clock).
     let mut choked_since: Option<f64> = None;
+    // Rebuffering (no server): whether playback waits, and since the last tick.
+    let (mut stalled, mut last_now) = (false, 0.0);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -46,6 +51,8 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = swarm.started.elapsed().as_secs_f64();
+        // Read before `have`, so the last arrival is in the ledger when done.
+        let done = swarm.is_complete();
         let have = swarm.have();
         let schedule = plan.schedule();
         {
@@ -60,10 +67,31 @@ pub async fn run(
                 }
             }
         }
-        if have.is_full() {
+        // Done: every wanted piece (the movie's and its extras') is here.
+        if done {
             return Ok(ledger.lock().report(now));
         }
-        let Some(server) = &server else { continue };
+        let Some(server) = &server else {
+            let playback = &schedule.playback;
+            let played = playback.play_head(now) - playback.origin();
+            let left = playback.total - playback.origin();
+            let available = plan.contiguous(|p| have.get(p));
+            let playing = now >= playback.byte_deadline(playback.origin()) + playback.prefetch;
+            let waiting = playing && available < left && played >= available;
+            if waiting {
+                let pause = now - last_now;
+                let moved = plan.pause(pause);
+                let mut l = ledger.lock();
+                l.set_deadlines(moved.deadlines.clone());
+                l.rebuffered(pause, !stalled);
+                if !stalled {
+                    tracing::info!(at = now, byte = playback.origin() + available, "playback waits for data (no VoD server)");
+                }
+            }
+            stalled = waiting;
+            last_now = now;
+            continue;
+        };
         choked_since = swarm.choked_by_all().then(|| choked_since.unwrap_or(now));
         let choked_for = choked_since.map(|since| now - since);
         for piece in (0..have.len()).filter(|&p| !have.get(p)) {
@@ -132,35 +160,4 @@ async fn fetch_piece(
     // Whatever happened, the piece is the server's no longer: if it is still
     // missing (a failed fetch or a failed hash), the next tick claims it again.
     plan.claimed.lock().remove(&piece);
-}
-
-/// Splits blocks (sorted by offset) into runs without gaps.
-fn contiguous_runs(blocks: &[BlockRef]) -> Vec<&[BlockRef]> {
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for i in 1..=blocks.len() {
-        if i == blocks.len() || blocks[i].offset != blocks[i - 1].offset + blocks[i - 1].length {
-            if start < i {
-                runs.push(&blocks[start..i]);
-            }
-            start = i;
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_split_at_gaps() {
-        let b = |offset| BlockRef { piece: 0, offset, length: 16384 };
-        let blocks = [b(0), b(16384), b(49152), b(65536)];
-        let runs = contiguous_runs(&blocks);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].len(), 2);
-        assert_eq!(runs[1][0].offset, 49152);
-        assert!(contiguous_runs(&[]).is_empty());
-    }
 }

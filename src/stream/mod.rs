@@ -4,7 +4,8 @@
 //! `decide::stream_plan::StreamPlan` (the playback clock and deadlines the
 //! picker follows) and the VoD server fallback task (`fallback`); the
 //! `--serve` endpoint (`watch_server`) reads the file while it arrives and
-//! turns a player's jump into a seek.
+//! turns a player's jump into a seek. The movie is one file of the torrent:
+//! only it (and the extras, its subtitles, due at the opening) is fetched.
 
 mod fallback;
 pub mod watch_server;
@@ -15,7 +16,8 @@ use ccfd_vod::plan::Policy;
 use ccfd_vod::{Ledger, Playback, Report};
 use parking_lot::Mutex;
 
-use crate::decide::stream_plan::{PickMode, StreamPlan};
+use crate::decide::file_select;
+use crate::decide::stream_plan::{FileSpan, PickMode, StreamPlan};
 use crate::storage::StorageError;
 use crate::swarm::{TorrentConfig, TorrentError};
 use crate::torrent::Torrent;
@@ -24,8 +26,10 @@ use crate::webseed::{WebSeed, WebSeedError};
 /// Why a stream could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("streaming needs a single-file torrent; {name} has {files} files")]
-    MultiFile { name: String, files: usize },
+    #[error("file {file} is not in the torrent ({files} files)")]
+    NoFile { file: usize, files: usize },
+    #[error("file {0} is empty: nothing to play")]
+    EmptyFile(usize),
     #[error("the playback rate must be positive")]
     Rate,
     #[error("{0} is not a file name")]
@@ -49,8 +53,13 @@ pub struct StreamOptions {
     pub prefetch: f64,
     /// The VoD server: the torrent's first url-list entry when `None`.
     pub server: Option<String>,
-    /// Where the movie is written.
+    /// Where the movie is written: the file itself for a single-file
+    /// torrent, the download folder for one file of many.
     pub output: std::path::PathBuf,
+    /// The file to play (an index into the torrent's files).
+    pub file: usize,
+    /// Other files to fetch before the opening (subtitles).
+    pub extras: Vec<usize>,
     pub policy: Policy,
     pub mode: PickMode,
     pub config: TorrentConfig,
@@ -63,6 +72,13 @@ pub struct StreamHandle {
     pub torrent: Arc<Torrent>,
     pub plan: Arc<StreamPlan>,
     pub ledger: Arc<Mutex<Ledger>>,
+    /// The played file's index in the torrent.
+    pub file: usize,
+    /// Where the played file and the extras are on disk.
+    pub path: std::path::PathBuf,
+    /// The extras (subtitles): indexes in the torrent, and paths on disk.
+    pub extras: Vec<usize>,
+    pub extra_paths: Vec<std::path::PathBuf>,
 }
 
 impl StreamHandle {
@@ -80,9 +96,31 @@ impl StreamHandle {
         tracing::info!(byte, "seek: deadlines re-planned");
     }
 
+    /// A player reads file bytes `[start, end)` it needs before it plays
+    /// (the index at the end of the file): those pieces become due now and
+    /// playback is not re-planned around them.
+    pub fn probe(&self, start: u64, end: u64) {
+        let span = self.plan.span;
+        let (first, last) = (span.piece_of(start), span.piece_of(end.max(start + 1) - 1));
+        let pieces = (first..=last).take(64).filter(|&p| !self.torrent.has_piece(p));
+        let schedule = self.plan.fetch_soon(pieces, self.now());
+        self.ledger.lock().set_deadlines(schedule.deadlines.clone());
+        tracing::info!(start, end, "probe read: fetching it now, playback not re-planned");
+    }
+
     /// The ledger's figures now.
     pub fn report(&self) -> Report {
         self.ledger.lock().report(self.now())
+    }
+
+    /// Length of the played file in bytes.
+    pub fn file_length(&self) -> u64 {
+        self.plan.schedule().playback.total
+    }
+
+    /// Whether every extra file (subtitles) is verified and on disk.
+    pub fn extras_ready(&self) -> bool {
+        self.plan.early.iter().all(|&p| self.torrent.has_piece(p))
     }
 }
 
@@ -100,41 +138,76 @@ impl std::ops::Deref for Stream {
 }
 
 impl Stream {
-    /// Starts streaming a single-file torrent into `opts.output` on `client`.
+    /// Starts streaming file `opts.file` of `meta` on `client`: a
+    /// single-file torrent into the file `opts.output`, one file of many
+    /// (with its extras, and nothing else) under the folder `opts.output`.
     pub async fn start(
         client: &crate::client::Client,
         meta: &ccfd_proto::metainfo::Metainfo,
         opts: &StreamOptions,
         peers: Vec<std::net::SocketAddr>,
     ) -> Result<Stream, StreamError> {
-        if meta.files.len() != 1 {
-            return Err(StreamError::MultiFile { name: meta.name.clone(), files: meta.files.len() });
-        }
         if !(opts.rate > 0.0 && opts.rate.is_finite()) {
             return Err(StreamError::Rate);
         }
-        let file_name = opts.output.file_name().ok_or_else(|| StreamError::Output(opts.output.clone()))?;
-        let root = match opts.output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        // The same torrent (same info-hash), written under the name the user chose.
+        let files = meta.files.len();
+        let file = meta.files.get(opts.file).ok_or(StreamError::NoFile { file: opts.file, files })?.clone();
+        if let Some(&bad) = opts.extras.iter().find(|&&i| i >= files) {
+            return Err(StreamError::NoFile { file: bad, files });
+        }
+        if file.length == 0 {
+            return Err(StreamError::EmptyFile(opts.file));
+        }
         let mut meta = meta.clone();
-        meta.files[0].path = std::path::PathBuf::from(file_name);
+        let mut config = opts.config.clone();
+        let root = if files == 1 {
+            // The same torrent (same info-hash), written under the name the user chose.
+            let file_name = opts.output.file_name().ok_or_else(|| StreamError::Output(opts.output.clone()))?;
+            meta.files[0].path = std::path::PathBuf::from(file_name);
+            match opts.output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            }
+        } else {
+            let mut only: Vec<usize> = opts.extras.iter().copied().chain([opts.file]).collect();
+            only.sort_unstable();
+            only.dedup();
+            config.only_files = Some(only);
+            opts.output.clone()
+        };
+        let path = root.join(&meta.files[opts.file].path);
+        let extra_paths = opts.extras.iter().map(|&i| root.join(&meta.files[i].path)).collect();
         let server_url = opts.server.clone().or_else(|| meta.web_seeds.first().cloned());
         let server = match &server_url {
             Some(url) => Some(WebSeed::new(url, Some(client.net.bind))?),
             None => None,
         };
-        let torrent = client.add_torrent(Arc::new(meta), &root, crate::storage::OpenMode::Create, opts.config.clone(), peers).await?;
-        let playback = Playback::new(opts.rate, opts.delay, opts.prefetch, torrent.meta.total_length);
-        let plan = Arc::new(StreamPlan::new(playback.clone(), opts.policy.clone(), opts.mode, torrent.meta.piece_length));
-        let lengths = (0..torrent.meta.piece_count()).map(|i| u64::from(torrent.meta.piece_len(i))).collect();
+        let torrent = client.add_torrent(Arc::new(meta), &root, crate::storage::OpenMode::Create, config, peers).await?;
+        let tmeta = &torrent.meta;
+        let span = FileSpan { offset: file.offset, piece_length: tmeta.piece_length, piece_count: tmeta.piece_count() };
+        let playback = Playback::new(opts.rate, opts.delay, opts.prefetch, file.length);
+        let early: Vec<u32> = opts.extras.iter().flat_map(|&i| file_select::file_pieces(tmeta, i)).collect();
+        let plan = Arc::new(
+            StreamPlan::new(playback.clone(), opts.policy.clone(), opts.mode, span).with_early(early).serverless(server.is_none()),
+        );
+        // The ledger counts the movie's bytes only: a piece's share of the file.
+        let (start, end) = (file.offset, file.offset + file.length);
+        let lengths = (0..tmeta.piece_count())
+            .map(|i| {
+                let a = (u64::from(i) * tmeta.piece_length).max(start);
+                let b = (u64::from(i) * tmeta.piece_length + u64::from(tmeta.piece_len(i))).min(end);
+                b.saturating_sub(a)
+            })
+            .collect();
         let opening = playback.required_bytes(playback.delay).max(1);
-        let ledger = Arc::new(Mutex::new(Ledger::new(plan.schedule().deadlines.clone(), lengths, opening)));
+        let mut ledger = Ledger::new(plan.schedule().deadlines.clone(), lengths, opening);
+        if server.is_none() {
+            ledger = ledger.rebuffering();
+        }
+        let ledger = Arc::new(Mutex::new(ledger));
         torrent.set_stream_plan(plan.clone());
         let task = tokio::spawn(fallback::run(torrent.swarm().clone(), plan.clone(), server, ledger.clone()));
-        Ok(Stream { handle: StreamHandle { torrent, plan, ledger }, task })
+        Ok(Stream { handle: StreamHandle { torrent, plan, ledger, file: opts.file, path, extras: opts.extras.clone(), extra_paths }, task })
     }
 
     /// A handle for displays and the `--serve` endpoint.

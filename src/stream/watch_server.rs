@@ -3,6 +3,8 @@
 //! yet waits until its piece is verified; a request that jumps away from
 //! where playback is counts as a seek, and the stream re-plans its
 //! deadlines from there so the picker fetches what the viewer wants next.
+//! The movie is served under its path in the torrent, its subtitles beside
+//! it, and `/` lists the torrent's files.
 
 use std::net::SocketAddr;
 
@@ -25,14 +27,41 @@ pub struct WatchServer {
     pub addr: SocketAddr,
     /// The URL a player opens.
     pub url: String,
+    /// The URLs of the subtitles.
+    pub extra_urls: Vec<String>,
+}
+
+/// One file the endpoint serves.
+#[derive(Debug, Clone)]
+struct Served {
+    /// Its path in the torrent, as the URL names it (decoded).
+    path: String,
+    /// Torrent offset and length.
+    offset: u64,
+    length: u64,
+    /// The movie (reads may seek) or an extra.
+    movie: bool,
+}
+
+/// The URL path of a torrent path: each component percent-encoded.
+fn url_path(path: &std::path::Path) -> String {
+    path.iter().map(|c| encode_segment(&c.to_string_lossy())).collect::<Vec<_>>().join("/")
 }
 
 impl WatchServer {
     /// Serves `stream`'s file on `listener` until `shutdown` (or the torrent stops).
     pub fn start(listener: TcpListener, stream: StreamHandle, shutdown: CancellationToken) -> std::io::Result<WatchServer> {
         let addr = listener.local_addr()?;
-        let name = stream.torrent.meta.files.first().map(|f| f.path.display().to_string()).unwrap_or_else(|| "movie".into());
-        let url = format!("http://{addr}/{}", encode_segment(&name));
+        let meta = &stream.torrent.meta;
+        let served: Vec<Served> = std::iter::once((stream.file, true))
+            .chain(stream.extras.iter().map(|&i| (i, false)))
+            .filter_map(|(i, movie)| meta.files.get(i).map(|f| (f, movie)))
+            .map(|(f, movie)| Served { path: f.path.to_string_lossy().into_owned(), offset: f.offset, length: f.length, movie })
+            .collect();
+        let url_of = |i: usize| format!("http://{addr}/{}", url_path(&meta.files[i].path));
+        let url = url_of(stream.file);
+        let extra_urls = stream.extras.iter().map(|&i| url_of(i)).collect();
+        let served: std::sync::Arc<[Served]> = served.into();
         let torrent_done = stream.torrent.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -41,11 +70,24 @@ impl WatchServer {
                     _ = torrent_done.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                tokio::spawn(serve_connection(socket, stream.clone(), name.clone(), shutdown.clone()));
+                tokio::spawn(serve_connection(socket, stream.clone(), served.clone(), shutdown.clone()));
             }
         });
-        Ok(WatchServer { addr, url })
+        Ok(WatchServer { addr, url, extra_urls })
     }
+}
+
+/// Bytes of a probe read made urgent at once (the rest follows as read).
+const PROBE_READ: u64 = 4 << 20;
+
+/// Whether a read starting at `start` of a file of `len` bytes is a
+/// player's probe of the file's end (mp4's moov, Matroska's cues), which
+/// players make before playing and then jump back from: the last 2% of the
+/// file, and at least two pieces. A real seek there is served the same
+/// way, only without re-planning playback.
+pub fn is_probe(start: u64, len: u64, piece_length: u64) -> bool {
+    let tail = (len / 50).max(2 * piece_length);
+    tail < len && start >= len - tail
 }
 
 /// Whether a read starting at `start` is a jump away from playback: it
@@ -63,7 +105,7 @@ pub fn is_seek(start: u64, present: bool, playback: &Playback, now: f64, window:
     start + slack < head || start > frontier + slack
 }
 
-async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, name: String, shutdown: CancellationToken) {
+async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, served: std::sync::Arc<[Served]>, shutdown: CancellationToken) {
     let _ = socket.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -71,7 +113,7 @@ async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, name: Str
             _ = shutdown.cancelled() => return,
             h = read_head(&mut socket, &mut buf) => match h { Some(h) => h, None => return },
         };
-        match respond(&mut socket, &stream, &name, &head, &shutdown).await {
+        match respond(&mut socket, &stream, &served, &head, &shutdown).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
@@ -82,7 +124,7 @@ async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, name: Str
 async fn respond(
     socket: &mut TcpStream,
     stream: &StreamHandle,
-    name: &str,
+    served: &[Served],
     head: &str,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
@@ -90,14 +132,23 @@ async fn respond(
         socket.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await?;
         return Ok(false);
     };
-    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy();
-    if decoded.trim_start_matches('/') != name && req.path != "/" {
-        socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
+    if req.path == "/" {
+        let page = index_page(stream, served);
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n", content_type("index.html"), page.len());
+        socket.write_all(reply.as_bytes()).await?;
+        if !req.head_only {
+            socket.write_all(page.as_bytes()).await?;
+        }
         return Ok(true);
     }
+    let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy();
+    let Some(file) = served.iter().find(|f| decoded.trim_start_matches('/') == f.path) else {
+        socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
+        return Ok(true);
+    };
     let torrent = &stream.torrent;
-    let size = torrent.meta.total_length;
-    let (start, end, reply) = match range_response(req.range, size, content_type(name)) {
+    let size = file.length;
+    let (start, end, reply) = match range_response(req.range, size, content_type(&file.path)) {
         Ok(r) => r,
         Err(refusal) => {
             socket.write_all(refusal.0.as_bytes()).await?;
@@ -109,15 +160,19 @@ async fn respond(
         return Ok(true);
     }
     let piece_length = torrent.meta.piece_length;
-    if end > start {
-        let piece = (start / piece_length) as u32;
+    if end > start && file.movie {
+        let piece = ((file.offset + start) / piece_length) as u32;
+        let present = torrent.has_piece(piece);
         let schedule = stream.plan.schedule();
-        if is_seek(start, torrent.has_piece(piece), &schedule.playback, stream.now(), SEEK_WINDOW, piece_length) {
+        if !present && is_probe(start, file.length, piece_length) {
+            stream.probe(start, end.min(start + PROBE_READ));
+        } else if is_seek(start, present, &schedule.playback, stream.now(), SEEK_WINDOW, piece_length) {
             stream.seek(start);
         }
     }
     let mut verified = torrent.subscribe_verified();
-    let mut at = start;
+    // Torrent offsets from here on.
+    let (mut at, end) = (file.offset + start, file.offset + end);
     while at < end {
         let piece = (at / piece_length) as u32;
         // Wait for the piece; the torrent's end or ours ends the wait.
@@ -141,6 +196,25 @@ async fn respond(
     Ok(true)
 }
 
+/// `/`: the torrent's files, the served ones as links.
+fn index_page(stream: &StreamHandle, served: &[Served]) -> String {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let meta = &stream.torrent.meta;
+    let mut page = format!("<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1><ul>\n", escape(&meta.name));
+    for (i, f) in meta.files.iter().enumerate().filter(|(_, f)| !f.pad) {
+        let path = f.path.to_string_lossy();
+        let role = served.iter().find(|s| s.path == path).map(|s| if s.movie { " (playing)" } else { " (subtitles)" });
+        match role {
+            Some(role) => {
+                page.push_str(&format!("<li>{i}: <a href=\"/{}\">{}</a> {} bytes{role}</li>\n", url_path(&f.path), escape(&path), f.length))
+            }
+            None => page.push_str(&format!("<li>{i}: {} {} bytes (not selected)</li>\n", escape(&path), f.length)),
+        }
+    }
+    page.push_str("</ul>\n");
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +234,19 @@ mod tests {
         assert!(!is_seek(100_000, true, &p, 20.0, 10.0, piece));
         // The player's first request, before playback starts.
         assert!(!is_seek(0, false, &p, 0.5, 10.0, piece));
+    }
+
+    #[test]
+    fn reads_of_a_files_end_are_probes() {
+        let piece = 65_536;
+        // 1 GB: the last 2% (20 MB) is the probe zone.
+        assert!(is_probe(999_000_000, 1_000_000_000, piece));
+        assert!(is_probe(980_000_000, 1_000_000_000, piece));
+        assert!(!is_probe(500_000_000, 1_000_000_000, piece));
+        // A small file: two pieces at its end.
+        assert!(is_probe(2_900_000, 2_974_805, piece));
+        assert!(!is_probe(2_000_000, 2_974_805, piece));
+        // A file of two pieces or less has no probe zone.
+        assert!(!is_probe(100, 120_000, piece));
     }
 }

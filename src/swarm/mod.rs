@@ -18,6 +18,7 @@ mod peers;
 mod stats;
 mod tick;
 mod verify;
+pub(crate) mod web_sources;
 
 pub use stats::{PeerSnapshot, Snapshot, Totals};
 pub use tick::Tick;
@@ -46,7 +47,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ccfd::receive::Evidence;
 use crate::ccfd::{CodedRouter, CodedTorrent};
 use crate::decide::choker::{Choker, ChokerConfig};
-use crate::decide::picker::{BlockOutcome, PeerKey, Picker, Progress};
+use crate::decide::file_select;
+use crate::decide::picker::{BlockOutcome, PeerKey, Picker, PieceState, Progress};
 use crate::decide::stream_plan::{self, StreamPlan, SERVER_KEY};
 use crate::decide::superseed::SuperSeed;
 use crate::discovery::dht::Dht;
@@ -74,6 +76,13 @@ pub struct TorrentConfig {
     /// Ask for the pieces peers allow us while they choke us (BEP 6
     /// allowed-fast); off only to measure what they bring.
     pub use_allowed_fast: bool,
+    /// Download only these files (indexes into the metainfo's files);
+    /// `None`: every file. The others are never created on disk.
+    pub only_files: Option<Vec<usize>>,
+    /// Fetch from the torrent's web seeds (BEP 19 `url-list`) like from
+    /// peers. Off for streams (the url-list is their VoD server, whose
+    /// bytes are a penalty) and in the VoD world's peers.
+    pub web_seeds: bool,
 }
 
 impl Default for TorrentConfig {
@@ -87,6 +96,8 @@ impl Default for TorrentConfig {
             ban_strikes: 3,
             super_seed: false,
             use_allowed_fast: true,
+            only_files: None,
+            web_seeds: false,
         }
     }
 }
@@ -223,8 +234,12 @@ struct SwarmState {
 
 impl SwarmState {
     fn new(meta: &Metainfo, have: Bitfield, config: &TorrentConfig, completed_at: Option<Instant>, rng: &mut StdRng) -> SwarmState {
+        let mut picker = Picker::new(meta.piece_length, meta.total_length, have, rng);
+        if let Some(only) = &config.only_files {
+            picker.set_wanted(file_select::wanted_pieces(meta, only));
+        }
         SwarmState {
-            picker: Picker::new(meta.piece_length, meta.total_length, have, rng),
+            picker,
             buffers: HashMap::new(),
             peers: HashMap::new(),
             candidates: HashMap::new(),
@@ -386,9 +401,10 @@ impl Swarm {
         let started = Instant::now();
         let (storage, have) = {
             let meta = meta.clone();
+            let only = config.only_files.clone();
             let dir = root.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-                let storage = Storage::open(&meta, &dir, mode)?;
+                let storage = Storage::open_selected(&meta, &dir, mode, only.as_deref())?;
                 let have = if storage.fresh { Bitfield::new(meta.piece_count()) } else { storage.verify_all(&meta) };
                 Ok((storage, have))
             })
@@ -397,14 +413,17 @@ impl Swarm {
         };
         tracing::info!(verified = have.count(), total = have.len(), "storage checked");
         let mut rng = StdRng::from_os_rng();
-        let complete = have.is_full();
         let storage = Arc::new(storage);
         let verified = Arc::new(GrowingSet::new(&have));
         let coded =
             services.coded.map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter)));
         // BEP 27: a private torrent finds peers through its trackers only.
         let dht = services.dht.filter(|_| !meta.private);
-        let state = SwarmState::new(&meta, have, &config, complete.then_some(started), &mut rng);
+        let mut state = SwarmState::new(&meta, have, &config, None, &mut rng);
+        let complete = state.picker.is_done();
+        if complete {
+            state.completed_at = Some(started);
+        }
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let swarm = Arc::new(Swarm {
             shutdown: net.shutdown.child_token(),
@@ -512,6 +531,22 @@ impl Swarm {
             }
         }
         claimed.into_iter().map(|(b, _)| b).collect()
+    }
+
+    /// A block arrived from web seed `key` (an ordinary source of a download).
+    pub(crate) fn on_web_seed_block(&self, key: PeerKey, block: BlockRef, data: &Bytes) -> Option<CompletedPiece> {
+        let mut s = self.state.lock();
+        self.accept_block(&mut s, key, None, block, data, Vec::new())
+    }
+
+    /// Forgets every request of a source that is gone (a dropped web seed).
+    pub(crate) fn release_source(&self, key: PeerKey) {
+        self.state.lock().picker.release_all(key);
+    }
+
+    /// Where piece `piece` stands in the picker.
+    pub fn piece_state(&self, piece: u32) -> Option<PieceState> {
+        self.state.lock().picker.state(piece).cloned()
     }
 
     /// A block arrived from the VoD server.

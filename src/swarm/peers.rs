@@ -138,7 +138,7 @@ impl Swarm {
 
     /// Whether we hide our bitfield and reveal pieces one by one (BEP 16).
     pub(crate) fn super_seeding(&self) -> bool {
-        self.config.super_seed && self.is_complete()
+        self.config.super_seed && self.state.lock().picker.is_complete()
     }
 
     /// Super-seeding: the next pieces to show this peer with `have`.

@@ -26,7 +26,8 @@ impl SwarmState {
     /// full tick, or `None` for a step taken only to dial (new candidates
     /// arrived, a peer left, a backoff ended).
     pub(super) fn tick(&mut self, now: Instant, elapsed: Option<Duration>, config: &TorrentConfig, listen: SocketAddr) -> Tick {
-        let complete = self.picker.is_complete();
+        // Done: nothing left to fetch (a seed, or every chosen file is here).
+        let complete = self.picker.is_done();
         if let Some(elapsed) = elapsed {
             self.update_rates(elapsed.max(Duration::from_millis(1)), config.choker.rechoke_interval);
             self.rechoke(now, config.super_seed);
@@ -62,7 +63,7 @@ impl SwarmState {
 
     /// Applies the choker's decision: choke and unchoke the peers whose state changes.
     pub(super) fn rechoke(&mut self, now: Instant, super_seed: bool) {
-        let seeding = self.picker.is_complete();
+        let seeding = self.picker.is_done();
         let inputs: Vec<ChokeInput> = self
             .peers
             .iter()
@@ -124,7 +125,7 @@ mod tests {
             piece_length,
             total_length: u64::from(pieces) * piece_length,
             piece_hashes: vec![[0; 20]; pieces as usize],
-            files: vec![FileEntry { path: "x".into(), length: u64::from(pieces) * piece_length, offset: 0 }],
+            files: vec![FileEntry { path: "x".into(), length: u64::from(pieces) * piece_length, offset: 0, pad: false }],
             trackers: Vec::new(),
             web_seeds: Vec::new(),
             private: false,

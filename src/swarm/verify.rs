@@ -148,7 +148,7 @@ impl Swarm {
             for p in s.peers.values() {
                 let _ = p.tx.send(PeerCommand::Have(piece));
             }
-            if s.picker.is_complete() {
+            if s.picker.is_done() && s.completed_at.is_none() {
                 s.completed_at = Some(Instant::now());
                 tracing::info!("download complete");
                 self.complete_tx.send_replace(true);

@@ -5,7 +5,7 @@
 pub mod inproc;
 pub mod netns;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -387,4 +387,52 @@ pub fn assert_same_file(a: &Path, b: &Path) {
     let y = std::fs::read(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
     assert_eq!(x.len(), y.len(), "{} and {} differ in length", a.display(), b.display());
     assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+/// One HTTP/1.1 Range request; returns the status line and the body.
+pub fn get_range(addr: &str, path: &str, first: u64, last: u64) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nRange: bytes={first}-{last}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let want = (last - first + 1) as usize;
+    loop {
+        let n = s.read(&mut chunk).expect("read");
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if let Some(i) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            if reply.len() - (i + 4) >= want {
+                break;
+            }
+        }
+    }
+    let i = reply.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&reply[..i]).into_owned();
+    (head.lines().next().unwrap_or_default().to_string(), reply[i + 4..].to_vec())
+}
+
+/// nginx in the foreground with one `server { ... }` block (`server` is
+/// its inside), its files under `dir`; returns once `addr` accepts.
+pub fn nginx(dir: &Path, addr: &str, server: &str) -> Proc {
+    let scratch = dir.join("nginx-tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; pid {pid}; error_log {err}; events {{}}\n\
+             http {{ access_log off; server {{ {server} }} \
+             client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp}; }}\n",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("nginx.err").display(),
+            tmp = scratch.display(),
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn("nginx", Command::new("/usr/sbin/nginx").arg("-c").arg(&conf).arg("-p").arg(dir), &dir.join("nginx.log"));
+    wait_port(addr, Duration::from_secs(20));
+    proc
 }

@@ -13,6 +13,16 @@ pub struct Ledger {
     duplicate_bytes: u64,
     /// Bytes of the opening needed at D (R * P), for the startup time.
     opening: u64,
+    /// Set when playback pauses for missing bytes (no VoD server): stalls
+    /// are then the rebuffering events, not late pieces.
+    rebuffering: Option<Rebuffering>,
+}
+
+/// The pauses of a player that waits for bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rebuffering {
+    events: u32,
+    seconds: f64,
 }
 
 /// One piece as the ledger saw it.
@@ -47,11 +57,29 @@ pub struct Report {
 }
 
 impl Ledger {
-    /// A ledger for pieces with the given deadlines and lengths; `opening`
-    /// is how many leading bytes must be present at the startup delay.
+    /// A ledger for pieces with the given deadlines and lengths (the bytes
+    /// of each piece that belong to the movie: 0 for pieces of other files
+    /// of the torrent, which do not count); `opening` is how many leading
+    /// bytes must be present at the startup delay.
     pub fn new(deadlines: Vec<f64>, lengths: Vec<u64>, opening: u64) -> Ledger {
         let n = deadlines.len();
-        Ledger { deadlines, lengths, arrived: vec![None; n], server_bytes: vec![0; n], duplicate_bytes: 0, opening }
+        Ledger { deadlines, lengths, arrived: vec![None; n], server_bytes: vec![0; n], duplicate_bytes: 0, opening, rebuffering: None }
+    }
+
+    /// A ledger for playback that pauses for missing bytes (no VoD server):
+    /// its stalls are the pauses, and pieces late before playback starts
+    /// only delay the start.
+    pub fn rebuffering(mut self) -> Ledger {
+        self.rebuffering = Some(Rebuffering::default());
+        self
+    }
+
+    /// Playback paused `secs` for missing bytes; `new_stall` when the
+    /// pause starts (rather than goes on). From then on stalls count pauses.
+    pub fn rebuffered(&mut self, secs: f64, new_stall: bool) {
+        let r = self.rebuffering.get_or_insert_with(Rebuffering::default);
+        r.events += u32::from(new_stall);
+        r.seconds += secs.max(0.0);
     }
 
     /// Re-plans deadlines (after a seek). A piece that already arrived keeps
@@ -104,6 +132,9 @@ impl Ledger {
         let server_bytes = self.server_bytes();
         let (mut due, mut clean, mut missed, mut stalls, mut stall_seconds) = (0u32, 0u32, 0u32, 0u32, 0f64);
         for i in 0..self.deadlines.len() {
+            if self.lengths.get(i).copied().unwrap_or(0) == 0 {
+                continue;
+            }
             let deadline = self.deadlines[i];
             if self.server_bytes[i] > 0 {
                 missed += 1;
@@ -126,7 +157,8 @@ impl Ledger {
         }
         let mut covered = 0u64;
         let mut startup = Some(0f64);
-        for (len, arrived) in self.lengths.iter().zip(&self.arrived) {
+        // Pieces of length 0 hold no byte of the movie (one file of many).
+        for (len, arrived) in self.lengths.iter().zip(&self.arrived).filter(|(len, _)| **len > 0) {
             if covered >= self.opening {
                 break;
             }
@@ -135,6 +167,11 @@ impl Ledger {
                 _ => None,
             };
             covered += len;
+        }
+        if let Some(r) = self.rebuffering {
+            // The clock paused instead: pieces were late only by the pause.
+            stalls = r.events;
+            stall_seconds = r.seconds;
         }
         Report {
             total_bytes,
@@ -184,6 +221,18 @@ mod tests {
         l.arrived(0, 3.0);
         l.arrived(0, 9.0); // the first arrival counts
         assert_eq!(l.report(10.0).stall_seconds, 2.0);
+    }
+
+    #[test]
+    fn pauses_are_the_stalls_when_playback_waits() {
+        let mut l = Ledger::new(vec![1.0, 2.0], vec![10; 2], 10);
+        l.arrived(0, 1.5);
+        l.rebuffered(0.05, true);
+        l.rebuffered(0.45, false);
+        l.rebuffered(0.2, true);
+        let r = l.report(5.0);
+        assert_eq!(r.stalls, 2);
+        assert!((r.stall_seconds - 0.7).abs() < 1e-12);
     }
 
     #[test]

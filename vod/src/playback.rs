@@ -31,6 +31,12 @@ impl Playback {
         self.start = now;
     }
 
+    /// The player waited `secs` for bytes (rebuffering): the clock and
+    /// every deadline after it move that much later.
+    pub fn pause(&mut self, secs: f64) {
+        self.start += secs.max(0.0);
+    }
+
     pub fn origin(&self) -> u64 {
         self.origin
     }
@@ -107,5 +113,14 @@ mod tests {
         assert_eq!(p.play_head(13.0), 51_000);
         assert!((p.range_deadline(49_000, 51_000) - (11.0 + 0.999)).abs() < 1e-9);
         assert_eq!(p.range_deadline(0, 50_000), f64::INFINITY);
+    }
+
+    #[test]
+    fn a_pause_moves_the_clock_and_the_deadlines() {
+        let mut p = Playback::new(1000.0, 2.0, 1.0, 100_000);
+        p.pause(3.0);
+        assert_eq!(p.play_head(5.0), 0, "the head waited");
+        assert_eq!(p.play_head(6.0), 1000);
+        assert!((p.byte_deadline(0) - 4.0).abs() < 1e-9);
     }
 }

@@ -55,7 +55,6 @@ impl Feed {
         let schedule = self.stream.plan.schedule();
         let playback = &schedule.playback;
         let remaining = torrent.pieces_remaining();
-        let piece_length = torrent.meta.piece_length;
         let pieces: Vec<PieceCell> = {
             let ledger = self.stream.ledger.lock();
             (0..remaining.len() as u32)
@@ -73,16 +72,17 @@ impl Feed {
                 })
                 .collect()
         };
-        let origin_piece = (playback.origin() / piece_length) as usize;
-        let gap = remaining.iter().skip(origin_piece).position(|&r| r > 0).map_or(remaining.len(), |p| p + origin_piece);
-        let contiguous = (gap as u64 * piece_length).min(playback.total).saturating_sub(playback.origin());
+        let contiguous = self.stream.plan.contiguous(|p| remaining.get(p as usize) == Some(&0));
         let point = CurvePoint { t: now, required: playback.required_bytes(now), contiguous, held: snap.verified_bytes };
         push_bounded(&mut self.curve, point);
         self.sample_rates(&snap);
         self.note_changes(now, &pieces, &snap);
         let report = self.stream.report();
-        let stalled = pieces.contains(&PieceCell::Missed);
-        let phase = if snap.complete {
+        // Late pieces (a VoD server fills them), or a play head at the end of what is here.
+        let waiting = playback.play_head(now) - playback.origin() >= contiguous && contiguous < playback.total - playback.origin();
+        let stalled =
+            pieces.contains(&PieceCell::Missed) || (waiting && now >= playback.byte_deadline(playback.origin()) + playback.prefetch);
+        let phase = if torrent.is_complete() {
             Phase::Done
         } else if now < playback.byte_deadline(playback.origin()) + playback.prefetch {
             Phase::Buffering

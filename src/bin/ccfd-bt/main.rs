@@ -4,23 +4,24 @@ use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::decide::file_select;
 use ccfd_bt::discovery::dht::DhtConfig;
-use ccfd_bt::discovery::metadata;
 use ccfd_bt::net::Encryption;
 use ccfd_bt::storage::OpenMode;
 use ccfd_bt::swarm::{Snapshot, TorrentConfig};
-use ccfd_proto::magnet::Magnet;
 use ccfd_proto::metainfo::{self, CreateOptions, Metainfo};
+
+use source::{load, Source};
 
 mod dashboard_feed;
 mod log_sink;
+mod source;
 mod stream_cli;
 
 /// A streaming BitTorrent client. Rates are in kB/s (1 kB = 1000 bytes), times in seconds.
@@ -53,6 +54,8 @@ enum Command {
     Seed(SeedArgs),
     /// Create a .torrent file for a file or folder.
     Create(CreateArgs),
+    /// Describe a torrent (a .torrent, or a magnet link whose metadata is fetched): trackers, web seeds, files.
+    Info(InfoArgs),
     /// Run a BitTorrent tracker (HTTP and/or UDP), open to any torrent, until SIGINT/SIGTERM.
     Tracker(TrackerArgs),
     /// Bring up a local VoD world (tracker, capped world peers, VoD server) and stream a movie in it.
@@ -77,17 +80,28 @@ struct PlaybackArgs {
 
 #[derive(Args)]
 struct StreamArgs {
-    /// The movie's .torrent (single file).
-    #[arg(required = true)]
-    torrent: Option<PathBuf>,
+    /// The movie: a .torrent file, a magnet link, or a bare info-hash.
+    #[arg(required = true, value_name = "TORRENT|MAGNET")]
+    torrent: Option<String>,
     #[command(flatten)]
     playback: PlaybackArgs,
     /// VoD server (HTTP, Range requests); default: the torrent's url-list (BEP 19).
     #[arg(long, value_name = "URL")]
     vod_server: Option<String>,
-    /// Where to write the movie; default: the torrent's file name in the current folder.
-    #[arg(short, long, value_name = "FILE")]
+    /// Where to write: the movie's file for a single-file torrent (default:
+    /// its name in the current folder), the download folder for one file of
+    /// many (default: the current folder).
+    #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// The file to play, by index or path (`ccfd-bt info` lists them);
+    /// default: the largest video file.
+    #[arg(long, value_name = "PATH|INDEX")]
+    file: Option<String>,
+    /// Do not fetch the subtitle files beside the movie (.srt, .ass, .ssa, .vtt) nor hand them to the player.
+    #[arg(long)]
+    no_subs: bool,
+    #[command(flatten)]
+    magnet: MagnetArgs,
     #[command(flatten)]
     view: ViewArgs,
     #[command(flatten)]
@@ -275,22 +289,49 @@ fn default_state_dir() -> Option<PathBuf> {
     xdg.or_else(home).map(|d| d.join("ccfd-bt"))
 }
 
-#[derive(Args)]
-struct DownloadArgs {
-    /// A .torrent file, a magnet link, or a bare info-hash (40 hex digits).
-    torrent: String,
+/// How a magnet link's metadata is found.
+#[derive(Args, Clone)]
+struct MagnetArgs {
     /// Extra tracker for a magnet link or info-hash (repeatable).
     #[arg(long = "tracker", value_name = "URL")]
     trackers: Vec<String>,
     /// Give up fetching a magnet link's metadata from peers after this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     metadata_timeout: u64,
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// A .torrent file, a magnet link, or a bare info-hash (40 hex digits).
+    torrent: String,
+    #[command(flatten)]
+    magnet: MagnetArgs,
     /// Folder to download into.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
+    /// Fetch only these files, by index or path (repeatable, or comma-separated);
+    /// a magnet's `so=` selects the same way. The others are never created.
+    #[arg(long, value_name = "PATH|INDEX", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Write the torrent's metadata (fetched for a magnet link) to this .torrent file.
+    #[arg(long, value_name = "FILE")]
+    save_torrent: Option<PathBuf>,
+    /// Do not download from the torrent's web seeds (BEP 19 url-list); peers only.
+    #[arg(long)]
+    no_web_seeds: bool,
     /// Keep seeding after the download completes, until SIGINT/SIGTERM.
     #[arg(long)]
     seed_after: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// A .torrent file, a magnet link, or a bare info-hash.
+    torrent: String,
+    #[command(flatten)]
+    magnet: MagnetArgs,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -394,10 +435,27 @@ fn main() -> ExitCode {
     match runtime.block_on(job) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once (a message that
+/// already quotes its cause does not repeat it).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Whether this command streams with the dashboard: a streaming command on
@@ -448,24 +506,18 @@ async fn run_command(command: Command, sink: Option<log_sink::LogSink>) -> anyho
         Command::World(args) => stream_cli::world_command(args, sink, None).await,
         Command::Demo(args) => stream_cli::demo_command(args, sink).await,
         Command::Create(args) => create(args),
+        Command::Info(args) => source::info_command(args).await,
         Command::Download(args) => {
-            let source = if Magnet::looks_like(&args.torrent) {
-                let mut magnet = Magnet::parse(&args.torrent)?;
-                magnet.trackers.extend(args.trackers);
-                Source::Magnet(magnet, Duration::from_secs(args.metadata_timeout))
-            } else {
-                if !args.trackers.is_empty() {
-                    bail!("--tracker is for magnet links and info-hashes; a .torrent names its own trackers");
-                }
-                Source::Torrent(load(std::path::Path::new(&args.torrent))?)
-            };
+            let source = Source::parse(&args.torrent, args.magnet.trackers, args.magnet.metadata_timeout)?;
             std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-            serve(source, &args.output, OpenMode::Create, args.net, args.seed_after).await
+            let choice = Choice { only: args.only, save_torrent: args.save_torrent, web_seeds: !args.no_web_seeds };
+            serve(source, &args.output, OpenMode::Create, args.net, args.seed_after, choice).await
         }
         Command::Tracker(args) => tracker(args).await,
         Command::Seed(args) => {
             let meta = load(&args.torrent)?;
-            serve(Source::Torrent(meta), &args.data, OpenMode::Existing, args.net, true).await
+            serve(Source::Torrent(meta), &args.data, OpenMode::Existing, args.net, true, Choice { web_seeds: true, ..Choice::default() })
+                .await
         }
     }
 }
@@ -487,10 +539,6 @@ async fn tracker(args: TrackerArgs) -> anyhow::Result<ExitCode> {
     Signals::new()?.recv().await;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
-}
-
-fn load(path: &std::path::Path) -> anyhow::Result<Arc<Metainfo>> {
-    Ok(Arc::new(Metainfo::from_file(path).with_context(|| format!("{}", path.display()))?))
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
@@ -519,34 +567,46 @@ fn dir_size(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// Where the torrent's metadata comes from.
-enum Source {
-    Torrent(Arc<Metainfo>),
-    /// Fetched from peers (BEP 9) within the given time.
-    Magnet(Magnet, Duration),
+/// Which files a download fetches, and whether to save the metadata.
+#[derive(Default)]
+struct Choice {
+    /// `--only`: files by index or path; empty: every file (or the magnet's `so=`).
+    only: Vec<String>,
+    save_torrent: Option<PathBuf>,
+    /// Use the torrent's web seeds as sources.
+    web_seeds: bool,
 }
 
 /// Downloads and/or seeds one torrent until done (or, when `keep_seeding`, until a signal).
-async fn serve(source: Source, dir: &std::path::Path, mode: OpenMode, net: NetArgs, keep_seeding: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    source: Source,
+    dir: &std::path::Path,
+    mode: OpenMode,
+    net: NetArgs,
+    keep_seeding: bool,
+    choice: Choice,
+) -> anyhow::Result<ExitCode> {
     let client = Client::start(net.client_config()).await?;
-    let meta = match source {
-        Source::Torrent(meta) => meta,
-        Source::Magnet(magnet, limit) => {
-            if magnet.trackers.is_empty() && magnet.peers.is_empty() && net.peers.is_empty() && client.dht().is_none() {
-                bail!("no way to find peers for {}: give --tracker URL or --peer IP:PORT, or leave the DHT on", magnet.info_hash);
-            }
-            if !net.json {
-                eprintln!("fetching metadata for {} from peers", magnet.info_hash);
-            }
-            let mut signals = Signals::new()?;
-            let meta = tokio::select! {
-                m = metadata::fetch(client.net.clone(), client.dht(), &magnet, &net.peers, limit) => m?,
-                _ = signals.recv() => return Ok(ExitCode::from(130)),
-            };
-            Arc::new(meta)
-        }
+    let Some(resolved) = source.resolve(&client, &net.peers, net.json).await? else {
+        client.close().await;
+        return Ok(ExitCode::from(130));
     };
-    let config = TorrentConfig { max_peers: net.max_peers, super_seed: net.super_seed, ..TorrentConfig::default() };
+    let meta = resolved.meta;
+    if let Some(path) = &choice.save_torrent {
+        source::save_torrent(&meta, path)?;
+    }
+    let only_files = if !choice.only.is_empty() {
+        Some(file_select::resolve_all(&meta, &choice.only)?)
+    } else {
+        resolved.select_only.map(|so| file_select::check_indexes(&meta, &so)).transpose().context("the magnet link's so= selection")?
+    };
+    let config = TorrentConfig {
+        max_peers: net.max_peers,
+        super_seed: net.super_seed,
+        only_files,
+        web_seeds: choice.web_seeds,
+        ..TorrentConfig::default()
+    };
     let torrent = client.add_torrent(meta.clone(), dir, mode, config, net.peers).await?;
     if mode == OpenMode::Existing && !torrent.is_complete() {
         tracing::warn!("data is incomplete: seeding the verified pieces and downloading the rest");
@@ -664,6 +724,7 @@ fn summary_json(meta: &Metainfo, s: &Snapshot) -> serde_json::Value {
         "seconds": seconds,
         "mb_per_s": if seconds > 0.0 { s.downloaded as f64 / 1e6 / seconds } else { 0.0 },
         "bytes_from": from,
+        "web_seed_bytes": s.server_bytes,
         "piece_failures": s.piece_failures,
         "wasted": s.wasted,
         "coded_bytes": s.coded_bytes,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ccfd_bt::client::{Client, ClientConfig};
+use ccfd_bt::decide::file_select;
 use ccfd_bt::decide::stream_plan::PickMode;
 use ccfd_bt::stream::watch_server::WatchServer;
 use ccfd_bt::stream::{Stream, StreamOptions};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dashboard_feed::Feed;
 use crate::log_sink::LogSink;
+use crate::source::{human, Source};
 use crate::{PlaybackArgs, Signals, StreamArgs, ViewArgs, WorldArgs};
 
 /// The bundled demo movie (60 s of ffmpeg test pattern and tone, H.264/AAC,
@@ -39,19 +41,50 @@ struct Presentation<'a> {
     dashboard: Option<LogSink>,
     /// Header text: picker and where the run takes place.
     mode: String,
+    /// Seconds spent fetching a magnet link's metadata before the stream started.
+    metadata_seconds: f64,
 }
 
-/// `ccfd-bt [--rate R] [--delay D] [--prefetch P] TORRENT`.
+/// `ccfd-bt [--rate R] [--delay D] [--prefetch P] TORRENT|MAGNET`.
 pub async fn stream_command(args: StreamArgs, dashboard: Option<LogSink>) -> anyhow::Result<ExitCode> {
-    let torrent = args.torrent.context("give the movie's .torrent")?;
-    let meta = Metainfo::from_file(&torrent).with_context(|| format!("{}", torrent.display()))?;
-    let output = args.output.unwrap_or_else(|| meta.files.first().map(|f| f.path.clone()).unwrap_or_else(|| PathBuf::from(&meta.name)));
+    let arg = args.torrent.context("give the movie's .torrent or magnet link")?;
+    let source = Source::parse(&arg, args.magnet.trackers, args.magnet.metadata_timeout)?;
     let net = args.net;
     let client = Client::start(net.client_config()).await?;
-    let opts =
-        options(&args.playback, args.vod_server, output.clone(), TorrentConfig { max_peers: net.max_peers, ..TorrentConfig::default() });
-    let show = Presentation { json: net.json, view: &args.view, dashboard, mode: "deadline picker".into() };
-    let code = run_stream(&client, &meta, &opts, net.peers, show).await;
+    let code = async {
+        let Some(resolved) = source.resolve(&client, &net.peers, net.json).await? else {
+            return Ok(ExitCode::from(130));
+        };
+        let meta = resolved.meta;
+        let file = match &args.file {
+            Some(spec) => file_select::resolve(&meta, spec)?,
+            None => file_select::default_stream_file(&meta)?,
+        };
+        let extras = if args.no_subs { Vec::new() } else { file_select::subtitles_for(&meta, file) };
+        if meta.files.len() > 1 && !net.json {
+            let f = &meta.files[file];
+            eprintln!("playing file {file}: {} ({})", f.path.display(), human(f.length));
+            for &i in &extras {
+                eprintln!("  with subtitles {i}: {}", meta.files[i].path.display());
+            }
+        }
+        let output = match args.output {
+            Some(o) => o,
+            None if meta.files.len() == 1 => meta.files[0].path.clone(),
+            None => PathBuf::from("."),
+        };
+        let config = TorrentConfig { max_peers: net.max_peers, ..TorrentConfig::default() };
+        let opts = StreamOptions { file, extras, ..options(&args.playback, args.vod_server, output, config) };
+        let show = Presentation {
+            json: net.json,
+            view: &args.view,
+            dashboard,
+            mode: "deadline picker".into(),
+            metadata_seconds: resolved.fetch_seconds,
+        };
+        run_stream(&client, &meta, &opts, net.peers.clone(), show).await
+    }
+    .await;
     client.close().await;
     code
 }
@@ -63,6 +96,8 @@ fn options(p: &PlaybackArgs, server: Option<String>, output: PathBuf, config: To
         prefetch: p.prefetch,
         server,
         output,
+        file: 0,
+        extras: Vec::new(),
         policy: Policy::default(),
         mode: PickMode::Deadline,
         config,
@@ -96,7 +131,11 @@ async fn run_stream(
         }
     }
     let mut player = match (&show.view.player, &watch) {
-        (Some(cmd), Some(w)) => Some(Player::start(cmd, &w.url, show.dashboard.is_some())?),
+        (Some(cmd), Some(w)) => {
+            // Subtitles come first: give them until the opening to arrive.
+            let subs = if stream.extra_paths.is_empty() { Vec::new() } else { wait_extras(&stream).await };
+            Some(Player::start(cmd, &w.url, &subs, show.dashboard.is_some())?)
+        }
         _ => None,
     };
     let mut signals = Signals::new()?;
@@ -127,7 +166,7 @@ async fn run_stream(
         Ok(r) => r?,
         Err(_) => anyhow::bail!("the stream did not settle"),
     };
-    print_report(meta, opts, &report, &snap, delay, show.json);
+    print_report(meta, opts, &report, &snap, delay, show.json, show.metadata_seconds);
     // A player still watching keeps the endpoint up until it exits.
     match (&mut player, &watch) {
         (Some(p), _) if show.dashboard.is_none() => {
@@ -181,21 +220,55 @@ async fn dashboard(stream: &Stream, mode: String, url: Option<String>, sink: &Lo
     Ok(stream.torrent.is_complete())
 }
 
+/// The subtitle files on disk once they are verified, waiting at most
+/// until the opening deadline; those still missing then are left out.
+async fn wait_extras(stream: &Stream) -> Vec<PathBuf> {
+    let schedule = stream.plan.schedule();
+    let opening = schedule.playback.byte_deadline(schedule.playback.origin());
+    let limit = Duration::from_secs_f64((opening - stream.now()).clamp(0.5, 60.0));
+    let mut verified = stream.torrent.subscribe_verified();
+    let _ = tokio::time::timeout(limit, async {
+        while !stream.extras_ready() {
+            if verified.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    if stream.extras_ready() {
+        stream.extra_paths.clone()
+    } else {
+        tracing::warn!("the subtitles did not arrive before the opening; playing without them");
+        Vec::new()
+    }
+}
+
 /// A player started on the `--serve` URL; ended by pid when we stop first.
 struct Player {
     child: Option<std::process::Child>,
 }
 
 impl Player {
-    /// Starts `cmd` (a program and its arguments) with `url` appended;
+    /// Starts `cmd` (a program and its arguments) with `url` appended, and
+    /// the subtitle files for players that take `--sub-file` (mpv, VLC);
     /// `quiet` sends its output to /dev/null (the dashboard owns the terminal).
-    fn start(cmd: &str, url: &str, quiet: bool) -> anyhow::Result<Player> {
+    fn start(cmd: &str, url: &str, subs: &[PathBuf], quiet: bool) -> anyhow::Result<Player> {
         let mut words = cmd.split_whitespace();
         let program = words.next().context("--player needs a command")?;
         let mut command = std::process::Command::new(program);
-        command.args(words).arg(url).stdin(std::process::Stdio::null());
+        command.args(words);
+        let base = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if matches!(base, "mpv" | "vlc" | "cvlc") {
+            for sub in subs {
+                command.arg(format!("--sub-file={}", sub.display()));
+            }
+        }
+        command.arg(url).stdin(std::process::Stdio::null());
         if quiet {
             command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        } else if let Ok(stderr) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+            // Our stdout is for --json: the player talks on stderr.
+            command.stdout(std::process::Stdio::from(stderr));
         }
         let child = command.spawn().with_context(|| format!("cannot start the player {program:?}"))?;
         tracing::info!(pid = child.id(), program, "player started");
@@ -241,13 +314,17 @@ fn progress_line(stream: &Stream) -> String {
     )
 }
 
-fn print_report(meta: &Metainfo, opts: &StreamOptions, r: &Report, snap: &Snapshot, delay: f64, json: bool) {
+fn print_report(meta: &Metainfo, opts: &StreamOptions, r: &Report, snap: &Snapshot, delay: f64, json: bool, metadata_seconds: f64) {
     let from: serde_json::Map<String, serde_json::Value> = snap.bytes_from.iter().map(|(a, b)| (a.to_string(), (*b).into())).collect();
     if json {
         let v = serde_json::json!({
             "event": "stream_complete",
             "name": meta.name,
             "output": opts.output.display().to_string(),
+            "file": opts.file,
+            "path": meta.files.get(opts.file).map(|f| f.path.display().to_string()),
+            "subtitles": opts.extras,
+            "metadata_seconds": metadata_seconds,
             "bytes": r.total_bytes,
             "server_bytes": r.server_bytes,
             "server_share": r.server_share,
@@ -276,6 +353,9 @@ fn print_report(meta: &Metainfo, opts: &StreamOptions, r: &Report, snap: &Snapsh
     match r.startup_seconds {
         Some(t) => eprintln!("  opening ready at {t:.2} s (playback starts at {delay:.1} s)"),
         None => eprintln!("  opening never complete"),
+    }
+    if metadata_seconds > 0.0 {
+        eprintln!("  metadata from peers took {metadata_seconds:.2} s before that");
     }
     for (addr, bytes) in &snap.bytes_from {
         eprintln!("  {addr}: {bytes} bytes");
@@ -342,7 +422,7 @@ pub async fn world_command(args: WorldArgs, dashboard: Option<LogSink>, bundled:
     std::fs::create_dir_all(output.parent().unwrap_or(Path::new(".")))?;
     let opts = options(&args.playback, None, output.clone(), TorrentConfig::default());
     let mode = format!("deadline picker · world of {} peers at {} kB/s", args.peers, args.upload);
-    let show = Presentation { json: args.json, view: &args.view, dashboard, mode };
+    let show = Presentation { json: args.json, view: &args.view, dashboard, mode, metadata_seconds: 0.0 };
     let code = run_stream(&client, &world.meta.clone(), &opts, Vec::new(), show).await?;
     client.shutdown();
     if code == ExitCode::from(130) {

@@ -75,10 +75,10 @@ def client_cmd(name, bin_path, magnet, out, modules, rate_kbps):
                 "--no-dht", "--no-port-mapping"], "/movie.mp4"
     if name == "webtorrent":
         return ["node", os.path.join(modules, ".bin/webtorrent"), "download", magnet, "--port", str(HTTP_PORT),
-                "--out", out, "--quiet", "--keep-seeding"], "/0"
+                "--out", out, "--keep-seeding"], "/0/movie.mp4"
     if name == "peerflix":
         return ["node", os.path.join(modules, ".bin/peerflix"), magnet, "--port", str(HTTP_PORT),
-                "--hostname", "127.0.0.1", "--path", out, "--quiet"], "/"
+                "--hostname", "127.0.0.1", "--path", out], "/"
     raise SystemExit(f"unknown client {name}")
 
 

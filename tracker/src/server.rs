@@ -154,7 +154,10 @@ pub fn http_reply(head: &[u8], from: SocketAddr, registry: &Mutex<Registry>, now
                 info_hash: InfoHash(info_hash),
                 peer_id,
                 addr: SocketAddr::new(from.ip(), port),
-                left: number("left").unwrap_or(0),
+                // A client that does not say how much it lacks (webtorrent
+                // sends `left=NaN` while it fetches a magnet's metadata) is
+                // not a seed: it must be given the seeds.
+                left: number("left").unwrap_or(u64::MAX),
                 event,
                 numwant: number("numwant").map(|n| n.min(u64::from(u32::MAX)) as u32),
             };
@@ -394,6 +397,21 @@ mod tests {
         assert_eq!(parse_scrape(&scrape, InfoHash([7; 20])).unwrap().leechers, 2);
         for bad in [&b"POST / HTTP/1.1\r\n\r\n"[..], b"GET /announce?info_hash=short HTTP/1.1\r\n\r\n", b"GET /x HTTP/1.1\r\n\r\n"] {
             assert!(matches!(parse_announce(&http_reply(bad, a, &reg, t)), Err(crate::TrackerError::Failure(_))));
+        }
+    }
+
+    #[test]
+    fn a_peer_that_does_not_say_what_it_lacks_is_given_the_seeds() {
+        let reg = Mutex::new(Registry::new(Limits::default()));
+        let t = Instant::now();
+        let enc = |b: &[u8]| percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let announce = |peer: u8, left: &str| {
+            format!("GET /announce?info_hash={}&peer_id={}&port=6881{left} HTTP/1.1\r\n\r\n", enc(&[9; 20]), enc(&[peer; 20])).into_bytes()
+        };
+        parse_announce(&http_reply(&announce(1, "&left=0"), "127.0.0.2:1".parse().unwrap(), &reg, t)).unwrap();
+        for (peer, left) in [(2, "&left=NaN"), (3, "")] {
+            let r = parse_announce(&http_reply(&announce(peer, left), "127.0.0.3:1".parse().unwrap(), &reg, t)).unwrap();
+            assert_eq!(r.peers, vec!["127.0.0.2:6881".parse().unwrap()], "left {left:?}");
         }
     }
 

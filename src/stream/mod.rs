@@ -54,7 +54,8 @@ pub struct StreamOptions {
     /// The VoD server: the torrent's first url-list entry when `None`.
     pub server: Option<String>,
     /// Where the movie is written: the file itself for a single-file
-    /// torrent, the download folder for one file of many.
+    /// torrent (or an existing folder to put it in), the download folder
+    /// for one file of many.
     pub output: std::path::PathBuf,
     /// The file to play (an index into the torrent's files).
     pub file: usize,
@@ -160,7 +161,10 @@ impl Stream {
         }
         let mut meta = meta.clone();
         let mut config = opts.config.clone();
-        let root = if files == 1 {
+        let root = if files == 1 && opts.output.is_dir() {
+            // A folder: the movie goes in it under the torrent's name.
+            opts.output.clone()
+        } else if files == 1 {
             // The same torrent (same info-hash), written under the name the user chose.
             let file_name = opts.output.file_name().ok_or_else(|| StreamError::Output(opts.output.clone()))?;
             meta.files[0].path = std::path::PathBuf::from(file_name);

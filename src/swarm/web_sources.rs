@@ -24,12 +24,14 @@ const MAX_BAD_PIECES: u32 = 2;
 const MAX_FAILURES: u32 = 6;
 /// How long an idle web seed waits before looking for work again.
 const IDLE: Duration = Duration::from_millis(500);
+/// Web seeds used at most (a torrent may list any number).
+const MAX_WEB_SEEDS: usize = 8;
 
 /// Runs every usable entry of `urls` as a source until the download is
 /// done or the torrent stops.
 pub(crate) async fn run(swarm: Arc<Swarm>, urls: Vec<String>) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, url) in urls.iter().enumerate() {
+    for (i, url) in urls.iter().take(MAX_WEB_SEEDS).enumerate() {
         match WebSeed::new(url, Some(swarm.net.bind)) {
             Ok(seed) => {
                 let (swarm, url, key) = (swarm.clone(), url.clone(), FIRST_KEY - i as PeerKey);

@@ -89,8 +89,8 @@ struct StreamArgs {
     #[arg(long, value_name = "URL")]
     vod_server: Option<String>,
     /// Where to write: the movie's file for a single-file torrent (default:
-    /// its name in the current folder), the download folder for one file of
-    /// many (default: the current folder).
+    /// its name in the current folder) or an existing folder to put it in;
+    /// the download folder for one file of many (default: the current folder).
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
     /// The file to play, by index or path (`ccfd-bt info` lists them);

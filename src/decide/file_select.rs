@@ -38,17 +38,22 @@ pub enum FileSelectError {
 /// The file `spec` names: an index, a path as `ccfd-bt info` prints it
 /// (with or without the torrent's folder), or a file name found once.
 pub fn resolve(meta: &Metainfo, spec: &str) -> Result<usize, FileSelectError> {
-    let files = &meta.files;
     let index = match spec.parse::<usize>() {
-        Ok(i) if i < files.len() => i,
+        Ok(i) if i < meta.files.len() => i,
         // A file may be named like a number; otherwise the index is wrong.
-        Ok(i) => by_path(meta, spec).map_err(|_| FileSelectError::IndexOutOfRange { index: i, files: files.len() })?,
+        Ok(i) => by_path(meta, spec).map_err(|_| FileSelectError::IndexOutOfRange { index: i, files: meta.files.len() })?,
         Err(_) => by_path(meta, spec)?,
     };
-    if files[index].pad {
-        return Err(FileSelectError::Padding(index));
+    check_index(meta, index)
+}
+
+/// `index` if it names a file of the torrent that is not padding.
+fn check_index(meta: &Metainfo, index: usize) -> Result<usize, FileSelectError> {
+    match meta.files.get(index) {
+        None => Err(FileSelectError::IndexOutOfRange { index, files: meta.files.len() }),
+        Some(f) if f.pad => Err(FileSelectError::Padding(index)),
+        Some(_) => Ok(index),
     }
-    Ok(index)
 }
 
 fn by_path(meta: &Metainfo, spec: &str) -> Result<usize, FileSelectError> {
@@ -75,7 +80,7 @@ pub fn resolve_all(meta: &Metainfo, specs: &[String]) -> Result<Vec<usize>, File
 
 /// Indexes (e.g. a magnet's `so=`) checked against the torrent.
 pub fn check_indexes(meta: &Metainfo, indexes: &[usize]) -> Result<Vec<usize>, FileSelectError> {
-    indexes.iter().map(|i| resolve(meta, &i.to_string())).collect()
+    indexes.iter().map(|&i| check_index(meta, i)).collect()
 }
 
 fn extension(path: &Path) -> String {
@@ -204,6 +209,10 @@ mod tests {
         let twice = torrent(&[("a/x.mkv", 10, false), ("b/x.mkv", 10, false)], 1024);
         assert_eq!(resolve(&twice, "x.mkv"), Err(FileSelectError::Ambiguous { name: "x.mkv".into(), count: 2 }));
         assert_eq!(resolve_all(&m, &["1".into(), "movie.mkv".into(), "0".into()]), Ok(vec![0, 1]));
+        // A magnet's so= names indexes only.
+        assert_eq!(check_indexes(&m, &[1, 3]), Ok(vec![1, 3]));
+        assert_eq!(check_indexes(&m, &[2]), Err(FileSelectError::Padding(2)));
+        assert_eq!(check_indexes(&m, &[9]), Err(FileSelectError::IndexOutOfRange { index: 9, files: 7 }));
     }
 
     #[test]

@@ -37,23 +37,37 @@ fn data_dir(dir: &Path) -> String {
     dir.join("seed").display().to_string()
 }
 
+/// A libtorrent seed at host 2 started with `lt_flag`; ccfd-bt at host 3,
+/// dialing it with `extra` flags, downloads the file byte for byte and
+/// credits the seed with bytes.
+fn ccfd_leeches_from_a_libtorrent_seed(dir: &Path, net: &Net, c: &Content, lt_flag: &str, extra: &[&str]) {
+    let seed_addr = net.addr(2, 7000);
+    let _seed = libtorrent(dir, "lt-seed", "seed", &c.torrent, &dir.join("seed"), &seed_addr, &[lt_flag.into()]);
+    std::thread::sleep(Duration::from_secs(1));
+    let (out, ip) = (dir.join("out"), net.ip(3));
+    let mut args = vec![c.torrent.to_str().unwrap(), "-o", out.to_str().unwrap(), "--bind", &ip, "--port", "0", "--peer", &seed_addr];
+    args.extend(extra);
+    let summary = ccfd_download(dir, "leech", &args, Duration::from_secs(90));
+    assert_same_file(&c.file, &out.join("film.bin"));
+    assert!(summary["bytes_from"][&seed_addr].as_u64().unwrap_or(0) > 0, "{summary}");
+}
+
+/// A libtorrent leecher at host 5 started with `lt_flag` downloads the
+/// file byte for byte from our seed at `ours`.
+fn a_libtorrent_leecher_downloads_from(dir: &Path, net: &Net, c: &Content, ours: &str, lt_flag: &str) {
+    let save = dir.join("lt-out");
+    std::fs::create_dir_all(&save).unwrap();
+    let mut lt = libtorrent(dir, "lt-leech", "download", &c.torrent, &save, &net.addr(5, 7000), &[ours.to_string(), lt_flag.into()]);
+    assert!(lt.wait(Duration::from_secs(90)).success(), "{}", lt.log_text());
+    assert_same_file(&c.file, &save.join("film.bin"));
+}
+
 #[test]
 fn a_utp_only_libtorrent_seed_and_leecher() {
     let dir = test_dir();
     let net = Net::new(100);
     let c = content(dir.path(), 2_000_000, 65536);
-    let seed_addr = net.addr(2, 7000);
-    let _seed = libtorrent(dir.path(), "lt-seed", "seed", &c.torrent, &dir.path().join("seed"), &seed_addr, &["--utp-only".into()]);
-    std::thread::sleep(Duration::from_secs(1));
-    let out = dir.path().join("out");
-    let summary = ccfd_download(
-        dir.path(),
-        "leech",
-        &[c.torrent.to_str().unwrap(), "-o", out.to_str().unwrap(), "--bind", &net.ip(3), "--port", "0", "--peer", &seed_addr],
-        Duration::from_secs(90),
-    );
-    assert_same_file(&c.file, &out.join("film.bin"));
-    assert!(summary["bytes_from"][&seed_addr].as_u64().unwrap_or(0) > 0, "{summary}");
+    ccfd_leeches_from_a_libtorrent_seed(dir.path(), &net, &c, "--utp-only", &[]);
 
     // The other way: a uTP-only libtorrent leecher downloads from our seed.
     let ours = net.addr(4, 7001);
@@ -63,11 +77,7 @@ fn a_utp_only_libtorrent_seed_and_leecher() {
         &["seed", c.torrent.to_str().unwrap(), "--data", &data_dir(dir.path()), "--bind", &net.ip(4), "--port", "7001"],
     );
     wait_port(&ours, Duration::from_secs(10));
-    let save = dir.path().join("lt-out");
-    std::fs::create_dir_all(&save).unwrap();
-    let mut lt = libtorrent(dir.path(), "lt-leech", "download", &c.torrent, &save, &net.addr(5, 7000), &[ours, "--utp-only".into()]);
-    assert!(lt.wait(Duration::from_secs(90)).success(), "{}", lt.log_text());
-    assert_same_file(&c.file, &save.join("film.bin"));
+    a_libtorrent_leecher_downloads_from(dir.path(), &net, &c, &ours, "--utp-only");
 }
 
 #[test]
@@ -75,18 +85,7 @@ fn a_libtorrent_seed_that_forces_encryption_and_our_require_mode() {
     let dir = test_dir();
     let net = Net::new(101);
     let c = content(dir.path(), 1_500_000, 65536);
-    let seed_addr = net.addr(2, 7000);
-    let _seed = libtorrent(dir.path(), "lt-seed", "seed", &c.torrent, &dir.path().join("seed"), &seed_addr, &["--encrypted".into()]);
-    std::thread::sleep(Duration::from_secs(1));
-    let out = dir.path().join("out");
-    let summary = ccfd_download(
-        dir.path(),
-        "leech",
-        &[c.torrent.to_str().unwrap(), "-o", out.to_str().unwrap(), "--bind", &net.ip(3), "--port", "0", "--peer", &seed_addr, "--no-utp"],
-        Duration::from_secs(90),
-    );
-    assert_same_file(&c.file, &out.join("film.bin"));
-    assert!(summary["bytes_from"][&seed_addr].as_u64().unwrap_or(0) > 0, "{summary}");
+    ccfd_leeches_from_a_libtorrent_seed(dir.path(), &net, &c, "--encrypted", &["--no-utp"]);
 
     // Our seed requiring encryption: a plain client gets nothing, an encrypted one everything.
     let ours = net.addr(4, 7001);
@@ -117,12 +116,7 @@ fn a_libtorrent_seed_that_forces_encryption_and_our_require_mode() {
     plain.write_all(&hs).unwrap();
     let mut buf = [0u8; 68];
     assert!(!matches!(plain.read(&mut buf), Ok(n) if n > 0), "a plain handshake gets no answer");
-    let save = dir.path().join("lt-out");
-    std::fs::create_dir_all(&save).unwrap();
-    let mut lt =
-        libtorrent(dir.path(), "lt-leech", "download", &c.torrent, &save, &net.addr(5, 7000), &[ours.clone(), "--encrypted".into()]);
-    assert!(lt.wait(Duration::from_secs(90)).success(), "{}", lt.log_text());
-    assert_same_file(&c.file, &save.join("film.bin"));
+    a_libtorrent_leecher_downloads_from(dir.path(), &net, &c, &ours, "--encrypted");
     let out2 = dir.path().join("out2");
     let summary = ccfd_download(
         dir.path(),

@@ -24,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wire import make_payload  # noqa: E402
+from bench_wire import seed_payload, stop  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = "127.0.72"
@@ -62,13 +62,7 @@ def run_leecher(client, bin_path, info_hash, out, ip, state, timeout):
     deadline = started + timeout
     while "done" not in events and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
     for r in readers:
         r.join(2)
     if "done" not in events:
@@ -88,14 +82,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ccfd-bt"], cwd=ROOT, check=True)
     bin_path = os.path.join(ROOT, "target/release/ccfd-bt")
     work = args.dir
-    seed_dir = os.path.join(work, "seed")
-    os.makedirs(seed_dir, exist_ok=True)
-    payload = os.path.join(seed_dir, "payload.bin")
-    size = args.size_mib << 20
-    make_payload(payload, size)
-    torrent = os.path.join(work, "payload.torrent")
-    created = subprocess.run([bin_path, "create", payload, "-o", torrent], check=True, capture_output=True, text=True)
-    info_hash = created.stderr.strip().split()[-1]
+    seed_dir, payload, torrent, info_hash = seed_payload(bin_path, work, args.size_mib)
 
     logs = open(os.path.join(work, "dht.log"), "w")
     dht = subprocess.Popen(["/usr/bin/python3", os.path.join(ROOT, "scripts/lt_dht.py"), NET, str(args.nodes),

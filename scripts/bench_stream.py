@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wire import make_payload, wait_port  # noqa: E402
+from bench_wire import make_payload, stop, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = "127.0.73"
@@ -105,12 +105,7 @@ def run_once(name, bin_path, magnet, size, workdir, modules, rate_kbps, log):
             return None
         return first, seek[0], seek[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main():

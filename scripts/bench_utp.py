@@ -33,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wire import Leecher, make_payload, run_once, wait_port  # noqa: E402
+from bench_wire import Leecher, run_once, seed_payload, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = "127.0.71"
@@ -108,14 +108,8 @@ def main():
         clients = [c for c in clients if LEECHERS[c][3]]
 
     work = args.dir
-    seed_dir = os.path.join(work, "seed")
-    os.makedirs(seed_dir, exist_ok=True)
-    payload = os.path.join(seed_dir, "payload.bin")
     size = args.size_mib << 20
-    make_payload(payload, size)
-    torrent = os.path.join(work, "payload.torrent")
-    subprocess.run([bin_path, "create", payload, "-o", torrent, "--piece-length", str(args.piece_kib * 1024)],
-                   check=True, capture_output=True)
+    seed_dir, payload, torrent, _ = seed_payload(bin_path, work, args.size_mib, "--piece-length", str(args.piece_kib * 1024))
 
     procs = []
     logs = open(os.path.join(work, "bench.log"), "w")

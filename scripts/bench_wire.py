@@ -53,6 +53,29 @@ def make_payload(path, size):
             left -= n
 
 
+def seed_payload(bin_path, work, size_mib, *create_args):
+    """A random payload of SIZE_MIB MiB in WORK/seed and its torrent, made by
+    `ccfd-bt create` with CREATE_ARGS; returns (seed dir, payload, torrent, info-hash hex)."""
+    seed_dir = os.path.join(work, "seed")
+    os.makedirs(seed_dir, exist_ok=True)
+    payload = os.path.join(seed_dir, "payload.bin")
+    make_payload(payload, size_mib << 20)
+    torrent = os.path.join(work, "payload.torrent")
+    created = subprocess.run([bin_path, "create", payload, "-o", torrent, *create_args], check=True, capture_output=True, text=True)
+    return seed_dir, payload, torrent, created.stderr.strip().split()[-1]
+
+
+def stop(proc, grace=10):
+    """Ends a child we started: SIGTERM, then SIGKILL after GRACE seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Leecher:
     """One leecher run: a command, and how it says it is complete."""
 
@@ -141,15 +164,9 @@ def main():
         clients.remove("ctorrent")
 
     work = args.dir
-    seed_dir = os.path.join(work, "seed")
-    os.makedirs(seed_dir, exist_ok=True)
-    payload = os.path.join(seed_dir, "payload.bin")
     size = args.size_mib << 20
-    make_payload(payload, size)
-    torrent = os.path.join(work, "payload.torrent")
-    created = subprocess.run([bin_path, "create", payload, "-o", torrent, "--piece-length", str(args.piece_kib * 1024),
-                              "--tracker", f"http://{NET}.1:6969/announce"], check=True, capture_output=True, text=True)
-    info_hash = created.stderr.strip().split()[-1]
+    seed_dir, payload, torrent, info_hash = seed_payload(
+        bin_path, work, args.size_mib, "--piece-length", str(args.piece_kib * 1024), "--tracker", f"http://{NET}.1:6969/announce")
 
     procs = []
     logs = open(os.path.join(work, "bench.log"), "w")

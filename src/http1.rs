@@ -22,6 +22,9 @@ pub struct Request {
     pub path: String,
     pub range: Option<(u64, Option<u64>)>,
     pub head_only: bool,
+    /// The client closes after this reply (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive): answer, then close.
+    pub close: bool,
 }
 
 /// Reads one request head from `stream` (leftover bytes stay in `buf` for
@@ -54,16 +57,20 @@ pub fn parse_head(head: &str) -> Option<Request> {
     if method != "GET" && method != "HEAD" {
         return None;
     }
+    let mut close = first.next() == Some("HTTP/1.0");
     let mut range = None;
     for line in lines {
         let Some((k, v)) = line.split_once(':') else { continue };
+        if k.trim().eq_ignore_ascii_case("connection") {
+            close = !v.trim().eq_ignore_ascii_case("keep-alive");
+        }
         if k.trim().eq_ignore_ascii_case("range") {
             let spec = v.trim().strip_prefix("bytes=")?;
             let (a, b) = spec.split_once('-')?;
             range = Some((a.trim().parse().ok()?, if b.trim().is_empty() { None } else { Some(b.trim().parse().ok()?) }));
         }
     }
-    Some(Request { path, range, head_only: method == "HEAD" })
+    Some(Request { path, range, head_only: method == "HEAD", close })
 }
 
 /// A range outside the file: the 416 reply head to send instead.
@@ -117,7 +124,10 @@ mod tests {
     #[test]
     fn heads_and_ranges() {
         let r = parse_head("GET /movie%20a.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n").unwrap();
-        assert_eq!(r, Request { path: "/movie%20a.mp4".into(), range: Some((10, Some(19))), head_only: false });
+        assert_eq!(r, Request { path: "/movie%20a.mp4".into(), range: Some((10, Some(19))), head_only: false, close: false });
+        assert!(parse_head("GET /a HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().close);
+        assert!(parse_head("GET /a HTTP/1.0\r\n\r\n").unwrap().close);
+        assert!(!parse_head("GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().close);
         assert_eq!(parse_head("GET /a HTTP/1.1\r\nrange: bytes=5-\r\n\r\n").unwrap().range, Some((5, None)));
         assert!(parse_head("HEAD /a HTTP/1.1\r\n\r\n").unwrap().head_only);
         assert!(parse_head("POST /a HTTP/1.1\r\n\r\n").is_none());

@@ -14,6 +14,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use ccfd_proto::bitfield::Bitfield;
 use ccfd_proto::hash::sha1_batch;
@@ -28,6 +31,8 @@ pub enum StorageError {
     Missing { path: PathBuf, want: u64 },
     #[error("read outside the torrent: offset {offset} length {len}")]
     OutOfRange { offset: u64, len: u64 },
+    #[error("no file {0} in the torrent")]
+    NoFile(usize),
     #[error("{0}: read-only, cannot store downloaded pieces")]
     ReadOnly(PathBuf),
 }
@@ -77,11 +82,15 @@ pub enum OpenMode {
 /// The open files of one torrent under one root folder.
 pub struct Storage {
     files: Vec<FileEntry>,
-    /// `None` for a file that is not wanted: its bytes live in `parts`.
-    handles: Vec<Option<File>>,
+    /// Empty for a file that is not wanted: its bytes live in `parts`.
+    /// Set once, when the file is created (at open, or `select_file`).
+    handles: Vec<OnceLock<File>>,
     paths: Vec<PathBuf>,
     /// The part file, when some file is not wanted.
     parts: Option<(File, PathBuf)>,
+    /// Held by writes to the part file and by `select_file`, so no write
+    /// lands in the part file after a file took its bytes from it.
+    parts_lock: Mutex<()>,
     piece_length: u64,
     total_length: u64,
     /// True when every file was created by this open: nothing to re-check.
@@ -105,7 +114,7 @@ impl Storage {
         for (i, f) in meta.files.iter().enumerate() {
             let path = root.join(&f.path);
             if !wanted(i) {
-                handles.push(None);
+                handles.push(OnceLock::new());
                 paths.push(path);
                 continue;
             }
@@ -139,10 +148,10 @@ impl Storage {
             if mode == OpenMode::Existing {
                 fresh = false;
             }
-            handles.push(Some(handle));
+            handles.push(OnceLock::from(handle));
             paths.push(path);
         }
-        let parts = if handles.iter().any(Option::is_none) {
+        let parts = if handles.iter().any(|h| h.get().is_none()) {
             let path = root.join(format!(".{}.parts", meta.name));
             let io = |source| StorageError::Io { path: path.clone(), source };
             let existing_len = std::fs::metadata(&path).map(|m| m.len()).ok();
@@ -162,6 +171,7 @@ impl Storage {
             handles,
             paths,
             parts,
+            parts_lock: Mutex::new(()),
             piece_length: meta.piece_length,
             total_length: meta.total_length,
             fresh,
@@ -170,12 +180,51 @@ impl Storage {
 
     /// Where segment `s` lives: its file, or the part file at the torrent offset.
     fn place(&self, s: &Segment) -> (&File, u64, &Path) {
-        match (&self.handles[s.file], &self.parts) {
+        match (self.handles[s.file].get(), &self.parts) {
             (Some(h), _) => (h, s.file_offset, &self.paths[s.file]),
             (None, Some((h, path))) => (h, self.files[s.file].offset + s.file_offset, path),
             // `open_selected` opens a part file whenever a file is left out.
             (None, None) => unreachable!("an unwanted file without a part file"),
         }
+    }
+
+    /// Whether file `file` is on disk (wanted at open or selected since).
+    pub fn is_selected(&self, file: usize) -> bool {
+        self.handles.get(file).is_some_and(|h| h.get().is_some())
+    }
+
+    /// Starts keeping file `file` too (the user chose it after the start):
+    /// creates it and moves in the bytes of it the part file holds, which
+    /// can only be in its first and last pieces (any other piece of it
+    /// belongs to it alone, so was never fetched). A file already kept is
+    /// left as it is.
+    pub fn select_file(&self, file: usize) -> Result<(), StorageError> {
+        let _parts = self.parts_lock.lock();
+        let (Some(slot), Some(f)) = (self.handles.get(file), self.files.get(file)) else {
+            return Err(StorageError::NoFile(file));
+        };
+        if slot.get().is_some() {
+            return Ok(());
+        }
+        let path = &self.paths[file];
+        let io = |source| StorageError::Io { path: path.clone(), source };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let h = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        h.set_len(f.length).map_err(io)?;
+        if let (Some((parts, parts_path)), true) = (&self.parts, f.length > 0) {
+            let end = f.offset + f.length;
+            let first_end = ((f.offset / self.piece_length + 1) * self.piece_length).min(end);
+            let last_start = ((end - 1) / self.piece_length * self.piece_length).max(first_end);
+            for (a, b) in [(f.offset, first_end), (last_start, end)].into_iter().filter(|(a, b)| b > a) {
+                let mut buf = vec![0u8; (b - a) as usize];
+                parts.read_exact_at(&mut buf, a).map_err(|source| StorageError::Io { path: parts_path.clone(), source })?;
+                h.write_all_at(&buf, a - f.offset).map_err(io)?;
+            }
+        }
+        let _ = slot.set(h);
+        Ok(())
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<(), StorageError> {
@@ -203,6 +252,8 @@ impl Storage {
         self.check_range(offset, data.len() as u64)?;
         let mut pos = 0usize;
         for s in segments(&self.files, offset, data.len() as u64) {
+            // A write to the part file waits out a `select_file` of its file.
+            let _parts = self.handles[s.file].get().is_none().then(|| self.parts_lock.lock());
             let (file, at, path) = self.place(&s);
             file.write_all_at(&data[pos..pos + s.len as usize], at).map_err(|source| {
                 if source.raw_os_error() == Some(libc_ebadf()) {

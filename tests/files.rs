@@ -177,6 +177,82 @@ fn a_magnet_link_is_streamed_byte_exact() {
     assert_same_file(&content.join("ccfd-demo.mp4"), &out);
 }
 
+#[test]
+fn any_file_of_the_index_is_served_and_a_seek_the_swarm_cannot_bring_goes_to_the_server_at_once() {
+    let dir = test_dir();
+    let net = common::Net::new(110);
+    let root = show(dir.path());
+    // The VoD server (nginx) is the only source: no tracker, no peers.
+    let www = dir.path().join("www");
+    copy_tree(&root, &www.join("show"));
+    let addr = net.addr(1, 8080);
+    let _nginx = nginx(dir.path(), &addr, &format!("listen {addr}; location / {{ root {}; }}", www.display()));
+    let torrent = dir.path().join("show.torrent");
+    create_torrent(&root, &torrent, &[], PIECE);
+
+    let out = dir.path().join("out");
+    let serve = net.addr(10, 8888);
+    let vod = format!("http://{addr}/");
+    // A 20 s startup delay: a piece due at its deadline would come from
+    // the server some 17 s from now; the reads below must not wait for that.
+    let args = [
+        torrent.to_str().unwrap(),
+        "--vod-server",
+        &vod,
+        "--serve",
+        &serve,
+        "--rate",
+        "50",
+        "--delay",
+        "20",
+        "--prefetch",
+        "2",
+        "--no-tui",
+        "-o",
+        out.to_str().unwrap(),
+        "--bind",
+        &net.ip(10),
+        "--port",
+        "0",
+    ];
+    let mut client = ccfd(dir.path(), "stream", &args);
+    wait_port(&serve, Duration::from_secs(30));
+    let (status, index) = get_range(&serve, "/", 0, 100_000);
+    let index = String::from_utf8_lossy(&index);
+    assert!(status.contains("200") && index.contains("<a href=\"/show/Sample/sample.mp4\">"), "{status}\n{index}");
+
+    // A file the stream did not choose, opened from the index: fetched and served.
+    let began = std::time::Instant::now();
+    let sample = std::fs::read(root.join("Sample/sample.mp4")).unwrap();
+    let (status, body) = get_range(&serve, "/show/Sample/sample.mp4", 0, sample.len() as u64 - 1);
+    assert!(status.contains("206") && body == sample, "{status}: {} bytes", body.len());
+    let other_secs = began.elapsed().as_secs_f64();
+
+    // A seek 2 MB into the movie: nobody else has those bytes, so the server is asked at once.
+    let began = std::time::Instant::now();
+    let movie = std::fs::read(MOVIE).unwrap();
+    let (status, body) = get_range(&serve, "/show/movie.mp4", 2_000_000, 2_029_999);
+    assert!(status.contains("206") && body == movie[2_000_000..2_030_000], "{status}");
+    let seek_secs = began.elapsed().as_secs_f64();
+    let log = client.log_text();
+    assert!(other_secs < 10.0 && seek_secs < 10.0, "other file {other_secs:.1} s, seek {seek_secs:.1} s:\n{log}");
+    assert!(log.contains("file added to the download") && log.contains("seek: deadlines re-planned"), "{log}");
+
+    client.signal(libc::SIGTERM);
+    let _ = client.wait(Duration::from_secs(30));
+    assert_same_file(&root.join("Sample/sample.mp4"), &out.join("show/Sample/sample.mp4"));
+    assert!(!out.join("show/extras.bin").exists() && !out.join("show/notes.txt").exists(), "unopened files were created");
+}
+
+/// Copies the tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let target = to.join(entry.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, target).unwrap();
+    }
+}
+
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
@@ -242,12 +318,7 @@ fn web_seeds_alone_complete_a_download_and_a_lying_one_is_dropped() {
     // nginx serves the show twice: as it is, and with every byte wrong.
     let www = dir.path().join("www");
     let good = www.join("good/show");
-    std::fs::create_dir_all(&good).unwrap();
-    for entry in walk(&root) {
-        let target = good.join(entry.strip_prefix(&root).unwrap());
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, target).unwrap();
-    }
+    copy_tree(&root, &good);
     corrupt_copy(&good, &www.join("bad/show"));
     let addr = net.addr(1, 8080);
     let _nginx = nginx(dir.path(), &addr, &format!("listen {addr}; location / {{ root {}; }}", www.display()));

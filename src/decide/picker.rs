@@ -135,6 +135,15 @@ impl Picker {
         self.wanted = wanted;
     }
 
+    /// Fetch `pieces` too (a file chosen after the start).
+    pub fn want_more(&mut self, pieces: impl IntoIterator<Item = u32>) {
+        for p in pieces {
+            if p < self.have.len() && self.wanted.set(p) && !self.have.get(p) {
+                self.wanted_left += 1;
+            }
+        }
+    }
+
     /// Whether piece `piece` is one to fetch.
     pub fn is_wanted(&self, piece: u32) -> bool {
         self.wanted.get(piece)

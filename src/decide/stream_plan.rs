@@ -72,6 +72,9 @@ pub struct StreamPlan {
     pub server: Mutex<ServerEstimate>,
     /// Pieces handed to the server: no peer requests for them.
     pub claimed: Mutex<HashSet<u32>>,
+    /// Pieces the server fetches at once, not at their cut-off: the opening
+    /// of a seek the swarm cannot bring in time (`server_at_once`).
+    server_now: Mutex<HashSet<u32>>,
     /// No VoD server: peers must fetch even the pieces past their deadline.
     pub serverless: bool,
 }
@@ -113,6 +116,7 @@ impl StreamPlan {
             schedule: Mutex::new(Arc::new(Schedule { playback, deadlines })),
             server: Mutex::new(ServerEstimate { latency: 0.1, rate: 1_000_000.0 }),
             claimed: Mutex::new(HashSet::new()),
+            server_now: Mutex::new(HashSet::new()),
             serverless: false,
         }
     }
@@ -170,18 +174,42 @@ impl StreamPlan {
         playback.seek(byte, now);
         let schedule = Arc::new(self.schedule_for(playback));
         *self.schedule.lock() = schedule.clone();
+        // The last seek's urgent pieces are ordinary again.
+        self.server_now.lock().clear();
         schedule
     }
 
+    /// Pieces of a seek's opening (due within `within` seconds of `now`),
+    /// in playback order: what `server_at_once` weighs.
+    pub fn opening_pieces(&self, now: f64, within: f64) -> Vec<u32> {
+        let schedule = self.schedule();
+        let first = self.span.piece_of(schedule.playback.origin());
+        (first..self.span.piece_count).take_while(|&p| schedule.deadlines[p as usize] <= now + within).collect()
+    }
+
+    /// The server fetches `pieces` at once (with no server, nothing does).
+    pub fn to_server_now(&self, pieces: impl IntoIterator<Item = u32>) {
+        if !self.serverless {
+            self.server_now.lock().extend(pieces);
+        }
+    }
+
+    /// Whether the server should fetch `piece` now rather than at its cut-off.
+    pub fn is_server_now(&self, piece: u32) -> bool {
+        self.server_now.lock().contains(&piece)
+    }
+
     /// A player reads bytes away from playback that it needs before it
-    /// plays (a probe for the index at the end of the file): `pieces` are
-    /// due at `now`, and the playback clock stays where it is.
-    pub fn fetch_soon(&self, pieces: impl IntoIterator<Item = u32>, now: f64) -> Arc<Schedule> {
+    /// plays (a probe for the index at the end of the file, or another
+    /// file of the torrent): `pieces` are due at `due`, and the playback
+    /// clock stays where it is. Earlier such pieces that `has` are dropped.
+    pub fn fetch_soon(&self, pieces: impl IntoIterator<Item = u32>, due: f64, has: impl Fn(u32) -> bool) -> Arc<Schedule> {
         {
             let mut asap = self.asap.lock();
+            asap.retain(|&(p, _)| !has(p));
             for p in pieces {
                 if !asap.iter().any(|&(q, _)| q == p) && asap.len() < MAX_ASAP {
-                    asap.push((p, now));
+                    asap.push((p, due));
                 }
             }
         }
@@ -219,6 +247,36 @@ impl StreamPlan {
         let server = *self.server.lock();
         fallback_time(deadline, remaining, server.latency, server.rate, self.policy.margin)
     }
+}
+
+/// What the swarm offers the opening of a seek, as the swarm sees it now.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmOffer {
+    /// The opening's pieces in playback order: index, bytes still missing,
+    /// and how many connected peers have it.
+    pub pieces: Vec<(u32, u64, u32)>,
+    /// Connected peers that unchoke us.
+    pub unchoking: usize,
+    /// Their summed download rate (each at least the policy's prior),
+    /// bytes per second.
+    pub rate: f64,
+}
+
+/// Which pieces of a seek's opening the VoD server fetches at once, since
+/// the swarm cannot deliver them within `delay` seconds: every one when no
+/// peer unchokes us; otherwise those no connected peer has, and those past
+/// what the unchoking peers' rate brings in `delay` (in playback order).
+pub fn server_at_once(offer: &SwarmOffer, delay: f64) -> Vec<u32> {
+    let mut budget = if offer.unchoking == 0 { 0.0 } else { offer.rate * delay };
+    let mut out = Vec::new();
+    for &(piece, remaining, holders) in offer.pieces.iter().filter(|p| p.1 > 0) {
+        if holders > 0 && remaining as f64 <= budget {
+            budget -= remaining as f64;
+        } else {
+            out.push(piece);
+        }
+    }
+    out
 }
 
 /// Deadline of every piece of the torrent under `playback` of the file at
@@ -335,6 +393,43 @@ mod tests {
                 assert_eq!(got[0].piece, 0, "earliest deadline first");
             }
         }
+    }
+
+    #[test]
+    fn a_seeks_opening_goes_to_the_server_only_where_the_swarm_falls_short() {
+        let pieces = vec![(10, 65_536, 3), (11, 65_536, 0), (12, 65_536, 2), (13, 0, 0), (14, 65_536, 1)];
+        // Nobody unchokes us: every missing piece, at once.
+        let choked = SwarmOffer { pieces: pieces.clone(), unchoking: 0, rate: 1e9 };
+        assert_eq!(server_at_once(&choked, 6.0), vec![10, 11, 12, 14]);
+        // A fast swarm: only the piece no peer has.
+        let fast = SwarmOffer { pieces: pieces.clone(), unchoking: 2, rate: 1e6 };
+        assert_eq!(server_at_once(&fast, 6.0), vec![11]);
+        // 30 kB/s for 6 s brings 180 kB: pieces 10 and 12, not 14.
+        let slow = SwarmOffer { pieces, unchoking: 1, rate: 30_000.0 };
+        assert_eq!(server_at_once(&slow, 6.0), vec![11, 14]);
+    }
+
+    #[test]
+    fn a_seek_clears_the_last_seeks_server_pieces() {
+        let p = Playback::new(1000.0, 6.0, 2.0, 10_000);
+        let plan = StreamPlan::new(p, Policy::default(), PickMode::Deadline, FileSpan { offset: 0, piece_length: 1000, piece_count: 10 });
+        plan.seek(5000, 1.0);
+        // Due within D = 6 s of t = 1: bytes up to 5000 + R (D - (D - P)) = 7000.
+        assert_eq!(plan.opening_pieces(1.0, 6.0), vec![5, 6]);
+        plan.to_server_now([5, 6]);
+        assert!(plan.is_server_now(6));
+        plan.seek(0, 2.0);
+        assert!(!plan.is_server_now(6));
+        // Without a server nothing is marked.
+        let serverless = StreamPlan::new(
+            Playback::new(1000.0, 6.0, 2.0, 10_000),
+            Policy::default(),
+            PickMode::Deadline,
+            FileSpan { offset: 0, piece_length: 1000, piece_count: 10 },
+        )
+        .serverless(true);
+        serverless.to_server_now([1]);
+        assert!(!serverless.is_server_now(1));
     }
 
     #[test]

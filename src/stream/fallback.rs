@@ -101,7 +101,8 @@ pub async fn run(
                 continue;
             }
             let remaining = swarm.piece_progress(piece).remaining;
-            let moment = plan.policy.server_moment(plan.cutoff(deadline, remaining), choked_for);
+            let moment =
+                if plan.is_server_now(piece) { now } else { plan.policy.server_moment(plan.cutoff(deadline, remaining), choked_for) };
             if remaining == 0 || plan.claimed.lock().contains(&piece) || now < moment {
                 continue;
             }

@@ -17,7 +17,7 @@ use ccfd_vod::{Ledger, Playback, Report};
 use parking_lot::Mutex;
 
 use crate::decide::file_select;
-use crate::decide::stream_plan::{FileSpan, PickMode, StreamPlan};
+use crate::decide::stream_plan::{server_at_once, FileSpan, PickMode, StreamPlan};
 use crate::storage::StorageError;
 use crate::swarm::{TorrentConfig, TorrentError};
 use crate::torrent::Torrent;
@@ -89,12 +89,26 @@ impl StreamHandle {
     }
 
     /// The viewer jumped to byte `byte`: playback restarts there now, the
-    /// picker and the fallback follow the new deadlines, and pieces already
-    /// present keep their record.
+    /// picker and the fallback follow the new deadlines (the first bytes
+    /// are the most urgent of the client), pieces already present keep
+    /// their record, and what the swarm cannot bring within the startup
+    /// delay is asked of the VoD server at once.
     pub fn seek(&self, byte: u64) {
-        let schedule = self.plan.seek(byte, self.now());
+        let now = self.now();
+        let schedule = self.plan.seek(byte, now);
         self.ledger.lock().set_deadlines(schedule.deadlines.clone());
-        tracing::info!(byte, "seek: deadlines re-planned");
+        let opening = self.plan.opening_pieces(now, schedule.playback.delay);
+        let to_server = self.server_if_short(&opening);
+        tracing::info!(byte, server_now = ?to_server, "seek: deadlines re-planned");
+    }
+
+    /// Hands the VoD server at once those of `pieces` (wanted within the
+    /// startup delay) the swarm cannot bring in time; returns them.
+    fn server_if_short(&self, pieces: &[u32]) -> Vec<u32> {
+        let offer = self.torrent.swarm().offer(pieces, self.plan.policy.prior_rate);
+        let to_server = server_at_once(&offer, self.plan.schedule().playback.delay);
+        self.plan.to_server_now(to_server.iter().copied());
+        to_server
     }
 
     /// A player reads file bytes `[start, end)` it needs before it plays
@@ -103,10 +117,35 @@ impl StreamHandle {
     pub fn probe(&self, start: u64, end: u64) {
         let span = self.plan.span;
         let (first, last) = (span.piece_of(start), span.piece_of(end.max(start + 1) - 1));
-        let pieces = (first..=last).take(64).filter(|&p| !self.torrent.has_piece(p));
-        let schedule = self.plan.fetch_soon(pieces, self.now());
-        self.ledger.lock().set_deadlines(schedule.deadlines.clone());
+        self.fetch_by(first..=last, self.now());
         tracing::info!(start, end, "probe read: fetching it now, playback not re-planned");
+    }
+
+    /// A player reads torrent bytes `[start, end)` of a file other than
+    /// the movie (one it opened from the index): the first pieces of the
+    /// read not here yet become due within the startup delay, as a seek's
+    /// opening is (the swarm's first, the VoD server's if it is late).
+    pub fn read_other(&self, start: u64, end: u64) {
+        let piece_length = self.torrent.meta.piece_length;
+        let (first, last) = ((start / piece_length) as u32, ((end.max(start + 1) - 1) / piece_length) as u32);
+        let pieces: Vec<u32> = (first..=last).filter(|&p| !self.torrent.has_piece(p)).take(OTHER_FILE_AHEAD).collect();
+        self.fetch_by(pieces.iter().copied(), self.now() + self.plan.schedule().playback.delay);
+        self.server_if_short(&pieces);
+    }
+
+    /// Makes `pieces` (at most 64 of them) due at `due` without moving playback.
+    fn fetch_by(&self, pieces: impl IntoIterator<Item = u32>, due: f64) {
+        let pieces = pieces.into_iter().take(64).filter(|&p| !self.torrent.has_piece(p));
+        let schedule = self.plan.fetch_soon(pieces, due, |p| self.torrent.has_piece(p));
+        self.ledger.lock().set_deadlines(schedule.deadlines.clone());
+    }
+
+    /// Adds file `file` of the torrent to the download (a player opened it
+    /// from the index); a file already fetched is left as it is.
+    pub async fn select_file(&self, file: usize) -> Result<(), StreamError> {
+        let swarm = self.torrent.swarm().clone();
+        tokio::task::spawn_blocking(move || swarm.select_file(file)).await??;
+        Ok(())
     }
 
     /// The ledger's figures now.
@@ -124,6 +163,10 @@ impl StreamHandle {
         self.plan.early.iter().all(|&p| self.torrent.has_piece(p))
     }
 }
+
+/// Pieces of another file's read made due at once, ahead of where it is
+/// read (the rest follows as the player reads on).
+const OTHER_FILE_AHEAD: usize = 8;
 
 /// A stream in progress; derefs to its [`StreamHandle`].
 pub struct Stream {

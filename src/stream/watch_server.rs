@@ -4,7 +4,8 @@
 //! where playback is counts as a seek, and the stream re-plans its
 //! deadlines from there so the picker fetches what the viewer wants next.
 //! The movie is served under its path in the torrent, its subtitles beside
-//! it, and `/` lists the torrent's files.
+//! it, and `/` lists the torrent's files: opening any other one adds it to
+//! the download, and its reads become due as the player makes them.
 
 use std::net::SocketAddr;
 
@@ -31,16 +32,27 @@ pub struct WatchServer {
     pub extra_urls: Vec<String>,
 }
 
-/// One file the endpoint serves.
-#[derive(Debug, Clone)]
-struct Served {
-    /// Its path in the torrent, as the URL names it (decoded).
-    path: String,
-    /// Torrent offset and length.
-    offset: u64,
-    length: u64,
-    /// The movie (reads may seek) or an extra.
-    movie: bool,
+/// What a served file is to the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The movie: reads may seek or probe.
+    Movie,
+    /// Its subtitles, fetched before the opening.
+    Extra,
+    /// Any other file, fetched when a player opens it from the index.
+    Other,
+}
+
+impl StreamHandle {
+    fn role(&self, file: usize) -> Role {
+        if file == self.file {
+            Role::Movie
+        } else if self.extras.contains(&file) {
+            Role::Extra
+        } else {
+            Role::Other
+        }
+    }
 }
 
 /// The URL path of a torrent path: each component percent-encoded.
@@ -53,15 +65,9 @@ impl WatchServer {
     pub fn start(listener: TcpListener, stream: StreamHandle, shutdown: CancellationToken) -> std::io::Result<WatchServer> {
         let addr = listener.local_addr()?;
         let meta = &stream.torrent.meta;
-        let served: Vec<Served> = std::iter::once((stream.file, true))
-            .chain(stream.extras.iter().map(|&i| (i, false)))
-            .filter_map(|(i, movie)| meta.files.get(i).map(|f| (f, movie)))
-            .map(|(f, movie)| Served { path: f.path.to_string_lossy().into_owned(), offset: f.offset, length: f.length, movie })
-            .collect();
         let url_of = |i: usize| format!("http://{addr}/{}", url_path(&meta.files[i].path));
         let url = url_of(stream.file);
         let extra_urls = stream.extras.iter().map(|&i| url_of(i)).collect();
-        let served: std::sync::Arc<[Served]> = served.into();
         let torrent_done = stream.torrent.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -70,7 +76,7 @@ impl WatchServer {
                     _ = torrent_done.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                tokio::spawn(serve_connection(socket, stream.clone(), served.clone(), shutdown.clone()));
+                tokio::spawn(serve_connection(socket, stream.clone(), shutdown.clone()));
             }
         });
         Ok(WatchServer { addr, url, extra_urls })
@@ -105,7 +111,7 @@ pub fn is_seek(start: u64, present: bool, playback: &Playback, now: f64, window:
     start + slack < head || start > frontier + slack
 }
 
-async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, served: std::sync::Arc<[Served]>, shutdown: CancellationToken) {
+async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, shutdown: CancellationToken) {
     let _ = socket.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -113,7 +119,7 @@ async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, served: s
             _ = shutdown.cancelled() => return,
             h = read_head(&mut socket, &mut buf) => match h { Some(h) => h, None => return },
         };
-        match respond(&mut socket, &stream, &served, &head, &shutdown).await {
+        match respond(&mut socket, &stream, &head, &shutdown).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
@@ -121,46 +127,52 @@ async fn serve_connection(mut socket: TcpStream, stream: StreamHandle, served: s
 }
 
 /// Answers one request; `Ok(false)` when the connection should close.
-async fn respond(
-    socket: &mut TcpStream,
-    stream: &StreamHandle,
-    served: &[Served],
-    head: &str,
-    shutdown: &CancellationToken,
-) -> std::io::Result<bool> {
+async fn respond(socket: &mut TcpStream, stream: &StreamHandle, head: &str, shutdown: &CancellationToken) -> std::io::Result<bool> {
     let Some(req) = parse_head(head) else {
         socket.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await?;
         return Ok(false);
     };
+    let keep = !req.close;
     if req.path == "/" {
-        let page = index_page(stream, served);
+        let page = index_page(stream);
         let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n", content_type("index.html"), page.len());
         socket.write_all(reply.as_bytes()).await?;
         if !req.head_only {
             socket.write_all(page.as_bytes()).await?;
         }
-        return Ok(true);
+        return Ok(keep);
     }
     let decoded = percent_encoding::percent_decode_str(&req.path).decode_utf8_lossy();
-    let Some(file) = served.iter().find(|f| decoded.trim_start_matches('/') == f.path) else {
-        socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
-        return Ok(true);
-    };
     let torrent = &stream.torrent;
+    let wanted = decoded.trim_start_matches('/');
+    let found = torrent.meta.files.iter().position(|f| !f.pad && f.path.to_string_lossy() == wanted);
+    let Some(index) = found else {
+        socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await?;
+        return Ok(keep);
+    };
+    let file = &torrent.meta.files[index];
+    let role = stream.role(index);
+    if role == Role::Other {
+        if let Err(e) = stream.select_file(index).await {
+            tracing::warn!(error = %e, file = %wanted, "--serve: cannot add the file to the download");
+            socket.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await?;
+            return Ok(keep);
+        }
+    }
     let size = file.length;
-    let (start, end, reply) = match range_response(req.range, size, content_type(&file.path)) {
+    let (start, end, reply) = match range_response(req.range, size, content_type(wanted)) {
         Ok(r) => r,
         Err(refusal) => {
             socket.write_all(refusal.0.as_bytes()).await?;
-            return Ok(true);
+            return Ok(keep);
         }
     };
     socket.write_all(reply.as_bytes()).await?;
     if req.head_only {
-        return Ok(true);
+        return Ok(keep);
     }
     let piece_length = torrent.meta.piece_length;
-    if end > start && file.movie {
+    if end > start && role == Role::Movie {
         let piece = ((file.offset + start) / piece_length) as u32;
         let present = torrent.has_piece(piece);
         let schedule = stream.plan.schedule();
@@ -175,6 +187,10 @@ async fn respond(
     let (mut at, end) = (file.offset + start, file.offset + end);
     while at < end {
         let piece = (at / piece_length) as u32;
+        // Another file's read makes what it waits for due now.
+        if role == Role::Other && !torrent.has_piece(piece) {
+            stream.read_other(at, end);
+        }
         // Wait for the piece; the torrent's end or ours ends the wait.
         while !torrent.has_piece(piece) {
             tokio::select! {
@@ -193,23 +209,25 @@ async fn respond(
         socket.write_all(&data).await?;
         at += len;
     }
-    Ok(true)
+    Ok(keep)
 }
 
-/// `/`: the torrent's files, the served ones as links.
-fn index_page(stream: &StreamHandle, served: &[Served]) -> String {
+/// `/`: the torrent's files, each a link; the movie and its subtitles are
+/// marked, and a file not fetched yet is fetched when opened.
+fn index_page(stream: &StreamHandle) -> String {
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-    let meta = &stream.torrent.meta;
+    let torrent = &stream.torrent;
+    let meta = &torrent.meta;
     let mut page = format!("<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1><ul>\n", escape(&meta.name));
     for (i, f) in meta.files.iter().enumerate().filter(|(_, f)| !f.pad) {
-        let path = f.path.to_string_lossy();
-        let role = served.iter().find(|s| s.path == path).map(|s| if s.movie { " (playing)" } else { " (subtitles)" });
-        match role {
-            Some(role) => {
-                page.push_str(&format!("<li>{i}: <a href=\"/{}\">{}</a> {} bytes{role}</li>\n", url_path(&f.path), escape(&path), f.length))
-            }
-            None => page.push_str(&format!("<li>{i}: {} {} bytes (not selected)</li>\n", escape(&path), f.length)),
-        }
+        let note = match stream.role(i) {
+            Role::Movie => " (playing)",
+            Role::Extra => " (subtitles)",
+            Role::Other if torrent.storage().is_selected(i) => " (opened)",
+            Role::Other => " (fetched when opened)",
+        };
+        let (href, path) = (url_path(&f.path), escape(&f.path.to_string_lossy()));
+        page.push_str(&format!("<li>{i}: <a href=\"/{href}\">{path}</a> {} bytes{note}</li>\n", f.length));
     }
     page.push_str("</ul>\n");
     page

@@ -507,6 +507,26 @@ impl Swarm {
         *self.stream.lock() = Some(plan);
     }
 
+    /// Fetches file `file` too (chosen after the start, from `--serve`'s
+    /// index): it is created on disk and its pieces become wanted, so a
+    /// complete torrent is a downloading one again.
+    pub fn select_file(&self, file: usize) -> Result<(), StorageError> {
+        if self.storage.is_selected(file) {
+            return Ok(());
+        }
+        self.storage.select_file(file)?;
+        let mut s = self.state.lock();
+        s.picker.want_more(file_select::file_pieces(&self.meta, file));
+        if !s.picker.is_done() {
+            s.completed_at = None;
+            self.complete_tx.send_replace(false);
+        }
+        drop(s);
+        tracing::info!(file, path = %self.meta.files[file].path.display(), "file added to the download");
+        self.wake_dialer.notify_one();
+        Ok(())
+    }
+
     /// Bytes of `piece` still missing, and of those not requested.
     pub fn piece_progress(&self, piece: u32) -> Progress {
         self.state.lock().picker.progress(piece)

@@ -10,6 +10,7 @@ use ccfd_proto::bitfield::Bitfield;
 
 use super::{Admitted, Rejected, Swarm, SwarmState};
 use crate::decide::picker::PeerKey;
+use crate::decide::stream_plan::SwarmOffer;
 use crate::discovery::PeerSource;
 use crate::net::transport::{Obfuscation, Transport};
 use crate::net::Traffic;
@@ -189,6 +190,19 @@ impl Swarm {
     pub(crate) fn peer_choking(&self, key: PeerKey, choking: bool) {
         if let Some(p) = self.state.lock().peers.get_mut(&key) {
             p.chokes_us = choking;
+        }
+    }
+
+    /// What the swarm offers `pieces` now (the opening of a seek): their
+    /// missing bytes and holders, and the peers unchoking us with their
+    /// rates, each counted at least at `prior` bytes per second.
+    pub fn offer(&self, pieces: &[u32], prior: f64) -> SwarmOffer {
+        let s = self.state.lock();
+        let unchoking: Vec<f64> = s.peers.values().filter(|p| !p.chokes_us).map(|p| p.down_rate.max(prior)).collect();
+        SwarmOffer {
+            pieces: pieces.iter().map(|&i| (i, s.picker.progress(i).remaining, s.picker.availability(i))).collect(),
+            unchoking: unchoking.len(),
+            rate: unchoking.iter().sum(),
         }
     }
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::http1::{content_type, encode_segment, parse_head, range_response, read_head};
+use crate::http1::{content_type, encode_segment, parse_head, range_response, read_head, Request};
 
 /// Bytes served, by client address.
 pub type ServedBytes = Arc<Mutex<HashMap<IpAddr, u64>>>;
@@ -70,16 +70,17 @@ async fn serve_connection(mut stream: TcpStream, from: SocketAddr, root: PathBuf
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     while let Some(head) = read_head(&mut stream, &mut buf).await {
-        if respond(&mut stream, from, &root, &served, &head).await.is_err() {
+        let Some(req) = parse_head(&head) else {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+            return;
+        };
+        if respond(&mut stream, from, &root, &served, &req).await.is_err() || req.close {
             return;
         }
     }
 }
 
-async fn respond(stream: &mut TcpStream, from: SocketAddr, root: &Path, served: &ServedBytes, head: &str) -> std::io::Result<()> {
-    let Some(req) = parse_head(head) else {
-        return stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
-    };
+async fn respond(stream: &mut TcpStream, from: SocketAddr, root: &Path, served: &ServedBytes, req: &Request) -> std::io::Result<()> {
     let file = match resolve(root, &req.path) {
         Some(p) => tokio::fs::File::open(p).await.ok(),
         None => None,

@@ -419,4 +419,23 @@ mod tests {
         assert!(!again.fresh);
         assert_eq!(again.verify_all(&meta).ones().collect::<Vec<_>>(), vec![1, 2, 3], "the boundary piece reads back whole");
     }
+
+    #[test]
+    fn a_file_chosen_later_takes_its_boundary_bytes_from_the_part_file() {
+        let (dir, meta) = two_files();
+        let src = dir.path().join("src");
+        let seed = Storage::open(&meta, dir.path(), OpenMode::Existing).unwrap();
+        let out = dir.path().join("out");
+        let leech = Storage::open_selected(&meta, &out, OpenMode::Create, Some(&[1])).unwrap();
+        // Piece 1 (bytes 16384..32768) holds a's last 3616 bytes: they go to the part file.
+        leech.write_piece(1, &seed.read_piece(1, meta.piece_len(1)).unwrap()).unwrap();
+        assert!(!leech.is_selected(0) && leech.is_selected(1));
+        leech.select_file(0).unwrap();
+        assert!(leech.is_selected(0));
+        // a's end came over from the part file; the rest of a arrives now.
+        leech.write_piece(0, &seed.read_piece(0, meta.piece_len(0)).unwrap()).unwrap();
+        assert_eq!(std::fs::read(out.join("src/a")).unwrap(), std::fs::read(src.join("a")).unwrap());
+        assert_eq!(leech.verify_all(&meta).ones().collect::<Vec<_>>(), vec![0, 1]);
+        assert!(matches!(leech.select_file(5), Err(StorageError::NoFile(5))));
+    }
 }

@@ -92,8 +92,9 @@ impl Default for PeerOptions {
             port: 0,
             data_dir: None,
             // A registered file usually starts with one copy in the swarm:
-            // reveal it piece by piece so each piece leaves us about once.
-            torrent: TorrentConfig { super_seed: true, ..TorrentConfig::default() },
+            // the default seed reveals it piece by piece while it is the
+            // only copy, so each piece leaves us about once.
+            torrent: TorrentConfig::default(),
             piece_length: None,
             download_timeout: Duration::from_secs(3600),
             coded: true,

@@ -17,6 +17,7 @@ pub mod discovery;
 pub(crate) mod http1;
 pub mod net;
 pub(crate) mod peer;
+pub mod resume;
 pub mod storage;
 pub mod stream;
 pub mod swarm;

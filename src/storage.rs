@@ -22,6 +22,8 @@ use ccfd_proto::bitfield::Bitfield;
 use ccfd_proto::hash::sha1_batch;
 use ccfd_proto::metainfo::{FileEntry, Metainfo};
 
+use crate::resume::FileStamp;
+
 /// Why disk I/O for a torrent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -95,6 +97,8 @@ pub struct Storage {
     total_length: u64,
     /// True when every file was created by this open: nothing to re-check.
     pub fresh: bool,
+    /// The folder the torrent's paths are under.
+    root: PathBuf,
 }
 
 impl Storage {
@@ -175,6 +179,7 @@ impl Storage {
             piece_length: meta.piece_length,
             total_length: meta.total_length,
             fresh,
+            root: root.to_path_buf(),
         })
     }
 
@@ -186,6 +191,19 @@ impl Storage {
             // `open_selected` opens a part file whenever a file is left out.
             (None, None) => unreachable!("an unwanted file without a part file"),
         }
+    }
+
+    /// The folder the torrent's paths are under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Each file's stamp on disk now, for the resume record: a kept file's
+    /// own; a file not kept has its bytes in the part file, so the part
+    /// file's (`None` without one).
+    pub fn stamps(&self) -> Vec<Option<FileStamp>> {
+        let parts = self.parts.as_ref().and_then(|(_, path)| FileStamp::of(path));
+        (0..self.files.len()).map(|i| if self.is_selected(i) { FileStamp::of(&self.paths[i]) } else { parts }).collect()
     }
 
     /// Whether file `file` is on disk (wanted at open or selected since).
@@ -280,13 +298,20 @@ impl Storage {
     }
 
     /// Re-checks every piece against its hash, on all cores, eight pieces
-    /// at a time per core; this is how a restart (even after kill -9) keeps
-    /// exactly the pieces that are good.
+    /// at a time per core; this is how a restart without a usable resume
+    /// record (or with `--recheck`) keeps exactly the pieces that are good.
     pub fn verify_all(&self, meta: &Metainfo) -> Bitfield {
+        self.verify_some(meta, &Bitfield::full(meta.piece_count()))
+    }
+
+    /// Re-checks the pieces in `which` (as `verify_all` does); returns the good ones.
+    pub fn verify_some(&self, meta: &Metainfo, which: &Bitfield) -> Bitfield {
         const GROUP: u32 = 8;
-        let n = meta.piece_count();
+        let chosen: Vec<u32> = which.ones().collect();
+        let n = chosen.len() as u32;
         let groups = n.div_ceil(GROUP);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(groups as usize).max(1);
+        let chosen = &chosen;
         let good: Vec<Vec<u32>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
@@ -294,7 +319,7 @@ impl Storage {
                         let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); GROUP as usize];
                         let mut ok = Vec::new();
                         for group in (t as u32..groups).step_by(threads) {
-                            let pieces: Vec<u32> = (group * GROUP..(group * GROUP + GROUP).min(n)).collect();
+                            let pieces = &chosen[(group * GROUP) as usize..(group * GROUP + GROUP).min(n) as usize];
                             let mut readable = Vec::new();
                             for (&piece, buf) in pieces.iter().zip(bufs.iter_mut()) {
                                 buf.resize(meta.piece_len(piece) as usize, 0);
@@ -315,7 +340,7 @@ impl Storage {
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
         });
-        let mut have = Bitfield::new(n);
+        let mut have = Bitfield::new(meta.piece_count());
         for piece in good.into_iter().flatten() {
             have.set(piece);
         }

@@ -75,9 +75,13 @@ impl Torrent {
     }
 
     /// Stops every task of this torrent and waits (a few seconds at most)
-    /// for the tracker to hear `stopped`. The client forgets it too.
+    /// for the last resume record and for the tracker to hear `stopped`.
+    /// The client forgets it too.
     pub async fn stop(&self) {
         self.swarm.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), self.swarm.resume_saved()).await.is_err() {
+            tracing::warn!("the resume record was not saved in time: a restart will hash what changed");
+        }
         let announcer = self.announcer.lock().take();
         if let Some(handle) = announcer {
             let _ = tokio::time::timeout(Duration::from_secs(6), handle).await;

@@ -6,12 +6,62 @@
 //! pieces at a time: those revealed least often so far and rarest among our
 //! peers. A peer is shown the next piece once it announces it has one of
 //! its revealed pieces. Pure: the session keeps the state, this decides.
+//!
+//! By default (`SuperSeedMode::Auto`) a seed does this only while it is an
+//! initial seed: no other seed is connected, and leechers are. Then every
+//! piece it sends twice is upload (the swarm's scarcest resource) not spent
+//! on a piece nobody else has. Once another seed appears, or one leecher has
+//! been alone with it for `LONE_GRACE` (nobody to share with: few pieces at
+//! a time would only slow it), it shows the connections it hid everything
+//! and seeds as usual.
 
 use ccfd_proto::bitfield::Bitfield;
 
 /// Pieces revealed to one peer at a time: enough to keep its request
 /// pipeline full across the round trip of `have` and the next reveal.
 pub const REVEAL_AHEAD: usize = 3;
+
+/// When a seed reveals pieces one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SuperSeedMode {
+    /// While it is the swarm's initial seed (`initial_seed`).
+    #[default]
+    Auto,
+    /// Whenever it is complete (BEP 16 as configured in other clients).
+    Always,
+    /// Never: every connection sees the whole bitfield.
+    Never,
+}
+
+/// What the automatic rule looks at, as the seed sees its connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeedView {
+    /// We have every piece.
+    pub complete: bool,
+    /// Connected peers that have every piece.
+    pub other_seeds: usize,
+    /// Connected peers that do not (yet).
+    pub leechers: usize,
+    /// Seconds there has been exactly one leecher (0 otherwise).
+    pub lone_for: f64,
+}
+
+/// How long one leecher alone keeps a seed super-seeding, seconds: peers
+/// that start together connect within this, and a seed that has shown one
+/// of them everything cannot hide it again.
+pub const LONE_GRACE: f64 = 1.0;
+
+/// Whether to reveal pieces one by one now.
+pub fn super_seeding(mode: SuperSeedMode, view: &SeedView) -> bool {
+    match mode {
+        SuperSeedMode::Never => false,
+        SuperSeedMode::Always => view.complete,
+        SuperSeedMode::Auto => {
+            let lone = view.leechers == 1 && view.lone_for >= LONE_GRACE;
+            view.complete && view.other_seeds == 0 && view.leechers >= 1 && !lone
+        }
+    }
+}
 
 /// How often each piece was revealed, across all peers.
 #[derive(Debug, Clone)]
@@ -79,6 +129,26 @@ impl SuperSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_super_seeds_only_as_the_initial_seed() {
+        let initial = SeedView { complete: true, other_seeds: 0, leechers: 8, lone_for: 0.0 };
+        assert!(super_seeding(SuperSeedMode::Auto, &initial));
+        // The first of several leechers, before the others connect.
+        assert!(super_seeding(SuperSeedMode::Auto, &SeedView { leechers: 1, lone_for: 0.2, ..initial }));
+        // Another seed, a leecher alone for a while, nobody, or not a seed: as usual.
+        for view in [
+            SeedView { other_seeds: 1, ..initial },
+            SeedView { leechers: 1, lone_for: LONE_GRACE, ..initial },
+            SeedView { leechers: 0, ..initial },
+            SeedView { complete: false, ..initial },
+        ] {
+            assert!(!super_seeding(SuperSeedMode::Auto, &view), "{view:?}");
+        }
+        assert!(super_seeding(SuperSeedMode::Always, &SeedView { other_seeds: 3, leechers: 1, lone_for: 9.0, complete: true }));
+        assert!(!super_seeding(SuperSeedMode::Always, &SeedView { complete: false, ..initial }));
+        assert!(!super_seeding(SuperSeedMode::Never, &initial));
+    }
 
     #[test]
     fn each_piece_is_revealed_once_before_any_twice() {

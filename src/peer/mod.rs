@@ -116,6 +116,7 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
         out: out_tx,
         uploads: up_tx,
         pending,
+        hidden: false,
     };
     let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, &theirs).await;
     if let Err(e) = &result {
@@ -155,6 +156,9 @@ struct Connection {
     out: mpsc::Sender<Message>,
     uploads: mpsc::Sender<BlockRef>,
     pending: Arc<Pending>,
+    /// We began by hiding our bitfield (super-seeding): pieces are shown
+    /// by `have` a few at a time, or all at once when super-seeding ends.
+    hidden: bool,
 }
 
 type Reader = FramedRead<BoxRead, MessageCodec>;
@@ -168,6 +172,7 @@ impl Connection {
         theirs: &Handshake,
     ) -> Result<(), PeerError> {
         let super_seeding = self.swarm.super_seeding();
+        self.hidden = super_seeding;
         if self.wire.fast {
             // BEP 6: one of these three always comes first.
             let first = match (super_seeding, self.our_have.count()) {
@@ -201,9 +206,7 @@ impl Connection {
             // BEP 5: where our DHT node listens, for the peer's routing table.
             self.send(Message::Port(self.swarm.net.udp.port())).await?;
         }
-        if super_seeding {
-            self.reveal_more().await?;
-        }
+        self.reveal_more().await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut coded_tick = tokio::time::interval(CODED_TICK);
         coded_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -397,16 +400,27 @@ impl Connection {
         }
     }
 
-    /// Super-seeding: shows the peer its next pieces once it got the last ones.
+    /// Super-seeding: shows the peer its next pieces once it got the last
+    /// ones; once super-seeding ends, every piece it lacks.
     async fn reveal_more(&mut self) -> Result<(), PeerError> {
-        if self.swarm.super_seeding() {
-            for piece in self.swarm.reveal(self.key, &self.has) {
-                tracing::trace!(addr = %self.addr, piece, "piece revealed");
+        if !self.hidden {
+            return Ok(());
+        }
+        if !self.swarm.super_seeding() {
+            self.hidden = false;
+            let lacks: Vec<u32> = self.our_have.ones().filter(|&p| !self.has.get(p)).collect();
+            tracing::debug!(addr = %self.addr, pieces = lacks.len(), "super-seeding over: every piece shown");
+            for piece in lacks {
                 self.send(Message::Have(piece)).await?;
-                if self.wire.fast {
-                    // BEP 6: and worth asking for first.
-                    self.send(Message::Suggest(piece)).await?;
-                }
+            }
+            return Ok(());
+        }
+        for piece in self.swarm.reveal(self.key, &self.has) {
+            tracing::trace!(addr = %self.addr, piece, "piece revealed");
+            self.send(Message::Have(piece)).await?;
+            if self.wire.fast {
+                // BEP 6: and worth asking for first.
+                self.send(Message::Suggest(piece)).await?;
             }
         }
         Ok(())
@@ -504,6 +518,7 @@ impl Connection {
             self.send(Message::KeepAlive).await?;
         }
         self.send_pex().await?;
+        self.reveal_more().await?;
         let wants = self.swarm.wants_from(&self.has);
         self.set_interested(wants).await?;
         self.fill_requests().await

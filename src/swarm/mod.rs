@@ -50,11 +50,12 @@ use crate::decide::choker::{Choker, ChokerConfig};
 use crate::decide::file_select;
 use crate::decide::picker::{BlockOutcome, PeerKey, Picker, PieceState, Progress};
 use crate::decide::stream_plan::{self, StreamPlan, SERVER_KEY};
-use crate::decide::superseed::SuperSeed;
+use crate::decide::superseed::{SuperSeed, SuperSeedMode};
 use crate::discovery::dht::Dht;
 use crate::discovery::PeerSource;
 use crate::net::transport::{Obfuscation, Transport};
 use crate::net::{Net, Traffic};
+use crate::resume;
 use crate::storage::{OpenMode, Storage, StorageError};
 
 /// Tunables of one torrent; tests shorten the timeouts.
@@ -71,8 +72,9 @@ pub struct TorrentConfig {
     pub connect_timeout: Duration,
     /// Hash failures a peer may contribute to before it is banned.
     pub ban_strikes: u32,
-    /// While seeding, reveal pieces one by one (BEP 16) so each leaves us once.
-    pub super_seed: bool,
+    /// When a seed reveals pieces one by one (BEP 16) so each leaves it
+    /// about once: by default while it is the swarm's initial seed.
+    pub super_seed: SuperSeedMode,
     /// Ask for the pieces peers allow us while they choke us (BEP 6
     /// allowed-fast); off only to measure what they bring.
     pub use_allowed_fast: bool,
@@ -83,6 +85,9 @@ pub struct TorrentConfig {
     /// peers. Off for streams (the url-list is their VoD server, whose
     /// bytes are a penalty) and in the VoD world's peers.
     pub web_seeds: bool,
+    /// Hash every piece at the start even where the resume record says
+    /// the files are unchanged (`--recheck`).
+    pub recheck: bool,
 }
 
 impl Default for TorrentConfig {
@@ -94,9 +99,10 @@ impl Default for TorrentConfig {
             idle_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(10),
             ban_strikes: 3,
-            super_seed: false,
+            super_seed: SuperSeedMode::Auto,
             use_allowed_fast: true,
             only_files: None,
+            recheck: false,
             web_seeds: false,
         }
     }
@@ -217,6 +223,8 @@ struct SwarmState {
     pool: Vec<Vec<u8>>,
     choker: Choker,
     superseed: SuperSeed,
+    /// Since when exactly one leecher is connected, as last looked at.
+    lone_since: Option<Instant>,
     next_key: PeerKey,
     rng: StdRng,
     downloaded: u64,
@@ -250,6 +258,7 @@ impl SwarmState {
             pool: Vec::new(),
             choker: Choker::new(config.choker.clone()),
             superseed: SuperSeed::new(meta.piece_count()),
+            lone_since: None,
             next_key: 1,
             rng: StdRng::from_rng(rng),
             downloaded: 0,
@@ -355,6 +364,8 @@ pub struct Swarm {
     /// How many pieces are verified (and written): readers of the file wait on it.
     verified_tx: watch::Sender<u32>,
     fatal: Mutex<Option<Arc<TorrentError>>>,
+    /// Set once the verifier has stopped and saved the last resume record.
+    resume_saved: watch::Sender<bool>,
     /// Set while streaming: the picker follows its deadlines.
     stream: Mutex<Option<Arc<StreamPlan>>>,
     verify_tx: mpsc::UnboundedSender<(u32, PieceBuffer, OwnedSemaphorePermit)>,
@@ -387,6 +398,30 @@ pub(crate) struct Services {
     pub(crate) dht: Option<Dht>,
 }
 
+/// The pieces already on disk when a torrent opens: those the resume
+/// record vouches for (files unchanged since it was saved), plus what
+/// hashing finds in files that changed; every piece hashed without a
+/// usable record or with `recheck`.
+fn check_on_open(storage: &Storage, meta: &Metainfo, recheck: bool) -> Bitfield {
+    let record = if recheck { Err("--recheck".to_string()) } else { resume::load(storage.root(), meta) };
+    match record {
+        Ok(record) => {
+            let plan = resume::plan(meta, &record, &storage.stamps());
+            let mut have = storage.verify_some(meta, &plan.recheck);
+            let hashed = plan.recheck.count();
+            for p in plan.trusted.ones() {
+                have.set(p);
+            }
+            tracing::info!(trusted = plan.trusted.count(), hashed, "resume record used: files unchanged since it was saved are not hashed");
+            have
+        }
+        Err(why) => {
+            tracing::info!(%why, "no resume record to use: hashing every piece");
+            storage.verify_all(meta)
+        }
+    }
+}
+
 impl Swarm {
     /// Opens storage (re-checking any data already there). The returned
     /// queue is the verifier's input: `torrent::Torrent::start` runs it.
@@ -403,9 +438,10 @@ impl Swarm {
             let meta = meta.clone();
             let only = config.only_files.clone();
             let dir = root.to_path_buf();
+            let recheck = config.recheck;
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
                 let storage = Storage::open_selected(&meta, &dir, mode, only.as_deref())?;
-                let have = if storage.fresh { Bitfield::new(meta.piece_count()) } else { storage.verify_all(&meta) };
+                let have = if storage.fresh { Bitfield::new(meta.piece_count()) } else { check_on_open(&storage, &meta, recheck) };
                 Ok((storage, have))
             })
             .await
@@ -439,6 +475,7 @@ impl Swarm {
             stream: Mutex::new(None),
             verify_tx,
             verify_slots: Arc::new(Semaphore::new(verify::VERIFY_SLOTS)),
+            resume_saved: watch::channel(false).0,
             coded,
             dht,
             wake_dialer: Notify::new(),
@@ -464,6 +501,13 @@ impl Swarm {
     /// Changes each time a piece is verified and on disk.
     pub fn subscribe_verified(&self) -> watch::Receiver<u32> {
         self.verified_tx.subscribe()
+    }
+
+    /// Resolves once the torrent has stopped and its last resume record is
+    /// saved (what a clean exit waits for, so the restart hashes nothing).
+    pub async fn resume_saved(&self) {
+        let mut rx = self.resume_saved.subscribe();
+        let _ = rx.wait_for(|&saved| saved).await;
     }
 
     /// A fatal error (disk full, files removed) that stopped the torrent.

@@ -139,7 +139,7 @@ impl Swarm {
 
     /// Whether we hide our bitfield and reveal pieces one by one (BEP 16).
     pub(crate) fn super_seeding(&self) -> bool {
-        self.config.super_seed && self.state.lock().picker.is_complete()
+        self.state.lock().super_seeding(self.config.super_seed, Instant::now())
     }
 
     /// Super-seeding: the next pieces to show this peer with `have`.

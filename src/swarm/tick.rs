@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::decide::choker::ChokeInput;
+use crate::decide::superseed::{self, SeedView, SuperSeedMode};
 
 use super::{dialer, PeerCommand, Swarm, SwarmState, TorrentConfig};
 
@@ -61,9 +62,22 @@ impl SwarmState {
         }
     }
 
+    /// Whether a seed reveals pieces one by one now (`superseed::super_seeding`).
+    pub(super) fn super_seeding(&mut self, mode: SuperSeedMode, now: Instant) -> bool {
+        let other_seeds = self.peers.values().filter(|p| p.is_seed).count();
+        let leechers = self.peers.len() - other_seeds;
+        // A connection asks as soon as it is admitted: the first look at a
+        // lone leecher is when it came.
+        self.lone_since = (leechers == 1).then(|| self.lone_since.unwrap_or(now));
+        let lone_for = self.lone_since.map_or(0.0, |since| now.saturating_duration_since(since).as_secs_f64());
+        let view = SeedView { complete: self.picker.is_complete(), other_seeds, leechers, lone_for };
+        superseed::super_seeding(mode, &view)
+    }
+
     /// Applies the choker's decision: choke and unchoke the peers whose state changes.
-    pub(super) fn rechoke(&mut self, now: Instant, super_seed: bool) {
+    pub(super) fn rechoke(&mut self, now: Instant, super_seed: SuperSeedMode) {
         let seeding = self.picker.is_done();
+        let super_seeding = self.super_seeding(super_seed, now);
         let inputs: Vec<ChokeInput> = self
             .peers
             .iter()
@@ -74,7 +88,6 @@ impl SwarmState {
                 snubbed: p.snubbed && !seeding,
             })
             .collect();
-        let super_seeding = seeding && super_seed;
         let SwarmState { choker, rng, peers, superseed, .. } = self;
         let unchoke = choker.unchoked(now, &inputs, super_seeding, rng);
         for (key, p) in peers.iter_mut() {

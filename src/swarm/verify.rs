@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::{PeerCommand, PieceBuffer, SuspectBlock, Swarm, SwarmState, TorrentError, MAX_SUSPECTS_PER_PIECE, POOL_LIMIT};
 use crate::ccfd::receive::Verdict;
+use crate::resume;
 use crate::storage::{Storage, StorageError};
 use ccfd_proto::hash::{sha1, sha1_batch};
 use ccfd_proto::wire::BLOCK_SIZE;
@@ -57,17 +58,69 @@ fn verify_jobs(storage: &Storage, mut jobs: Vec<VerifyJob>) -> Result<Vec<Verify
     Ok(jobs)
 }
 
+/// How often the resume record is brought up to date while pieces arrive.
+const RESUME_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the resume record current: saved when the verified count moved.
+#[derive(Default)]
+struct ResumeSaver {
+    /// Verified pieces in the last saved record (`None`: none saved yet).
+    saved: Option<u32>,
+    /// A save failed once (a read-only folder): said once, then quiet.
+    failed: bool,
+}
+
+impl ResumeSaver {
+    async fn save(&mut self, swarm: &Arc<Swarm>) {
+        // The pieces first, then the stamps: a piece written after this
+        // look moves its file's mtime past the stamp, so it is re-hashed.
+        let pieces = swarm.have();
+        if self.saved == Some(pieces.count()) {
+            return;
+        }
+        let count = pieces.count();
+        let (storage, meta) = (swarm.storage.clone(), swarm.meta.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            let data = resume::ResumeData { info_hash: meta.info_hash.0, pieces, files: storage.stamps() };
+            resume::save(storage.root(), &meta, &data)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => self.saved = Some(count),
+            Ok(Err(e)) if !self.failed => {
+                self.failed = true;
+                tracing::warn!(error = %e, "cannot save the resume record: a restart will hash every piece");
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Swarm {
     /// The verifier task: hashes completed pieces in batches (whatever
     /// queued up while the previous batch was hashing, up to the 8 SIMD
     /// lanes) and writes the good ones, on the blocking pool; then settles
     /// each piece.
+    /// Every `RESUME_EVERY` with new pieces, and once more when the torrent
+    /// stops (its last write done), it saves the resume record.
     pub(crate) async fn run_verifier(self: Arc<Self>, queue: VerifyQueue) {
+        let mut saver = ResumeSaver::default();
+        self.verify_loop(queue, &mut saver).await;
+        saver.save(&self).await;
+        self.resume_saved.send_replace(true);
+    }
+
+    async fn verify_loop(self: &Arc<Self>, queue: VerifyQueue, saver: &mut ResumeSaver) {
         let mut rx = queue.0;
+        let mut save_tick = tokio::time::interval(RESUME_EVERY);
         loop {
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 next = rx.recv() => match next { Some(x) => x, None => return },
+                _ = save_tick.tick() => {
+                    saver.save(self).await;
+                    continue;
+                }
             };
             // Linger briefly for a full batch: at high rates the lanes fill
             // within milliseconds; at low rates the wait is noise.

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ccfd_bt::client::{Client, ClientConfig};
 use ccfd_bt::decide::file_select;
+use ccfd_bt::decide::superseed::SuperSeedMode;
 use ccfd_bt::discovery::dht::DhtConfig;
 use ccfd_bt::net::Encryption;
 use ccfd_bt::storage::OpenMode;
@@ -213,9 +214,16 @@ struct NetArgs {
     /// Most connections over all torrents, inbound and outbound.
     #[arg(long, default_value_t = 200)]
     max_connections: usize,
-    /// While seeding, reveal pieces one by one (BEP 16 super-seeding) so each leaves us about once.
+    /// While seeding, reveal pieces one by one (BEP 16 super-seeding) so
+    /// each leaves us about once: `auto` while we are the only seed of two
+    /// or more leechers and hold a piece none of them has; `--super-seed`
+    /// alone is `always`.
+    #[arg(long, value_name = "WHEN", default_value = "auto", default_missing_value = "always", num_args = 0..=1, value_parser = parse_super_seed)]
+    super_seed: SuperSeedMode,
+    /// Hash every piece already on disk at the start, even where the resume
+    /// record says a file is unchanged since the last run.
     #[arg(long)]
-    super_seed: bool,
+    recheck: bool,
     /// Never use coded cooperation (ccfd) with peers that offer it; plain BitTorrent only.
     #[arg(long, conflicts_with = "coded")]
     no_coded: bool,
@@ -396,6 +404,16 @@ impl NetArgs {
             port_mapping: !self.no_port_mapping,
             ..ClientConfig::default()
         }
+    }
+}
+
+/// `--super-seed auto|always|never`.
+fn parse_super_seed(s: &str) -> Result<SuperSeedMode, String> {
+    match s {
+        "auto" => Ok(SuperSeedMode::Auto),
+        "always" => Ok(SuperSeedMode::Always),
+        "never" => Ok(SuperSeedMode::Never),
+        other => Err(format!("{other:?}: expected auto, always or never")),
     }
 }
 
@@ -603,6 +621,7 @@ async fn serve(
     let config = TorrentConfig {
         max_peers: net.max_peers,
         super_seed: net.super_seed,
+        recheck: net.recheck,
         only_files,
         web_seeds: choice.web_seeds,
         ..TorrentConfig::default()

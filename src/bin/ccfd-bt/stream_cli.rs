@@ -73,7 +73,7 @@ pub async fn stream_command(args: StreamArgs, dashboard: Option<LogSink>) -> any
             None if meta.files.len() == 1 => meta.files[0].path.clone(),
             None => PathBuf::from("."),
         };
-        let config = TorrentConfig { max_peers: net.max_peers, ..TorrentConfig::default() };
+        let config = TorrentConfig { max_peers: net.max_peers, recheck: net.recheck, ..TorrentConfig::default() };
         let opts = StreamOptions { file, extras, ..options(&args.playback, args.vod_server, output, config) };
         let show = Presentation {
             json: net.json,

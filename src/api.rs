@@ -141,6 +141,9 @@ impl Peer {
             upload_rate,
             download_rate,
             coded: options.coded,
+            // The library face runs worlds on loopback, where a path is
+            // never long or lossy: coded whenever both sides offer it.
+            coded_min_rtt: std::time::Duration::ZERO,
             ..ClientConfig::default()
         };
         let client = runtime.block_on(Client::start(config))?;

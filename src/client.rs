@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub max_connections: usize,
     /// Offer coded cooperation (ccfd) to peers; `--no-coded` turns it off.
     pub coded: bool,
+    /// Paths with a shorter TCP round trip (and no loss) get plain blocks
+    /// from coded peers (`ccfd::coding_pays`); zero: coded on every path.
+    pub coded_min_rtt: std::time::Duration,
     /// Drops and delays our inbound coded datagrams (tests of lossy links).
     pub udp_shim: Option<UdpShim>,
     /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
@@ -72,6 +75,7 @@ impl Default for ClientConfig {
             udp_timing: net.udp_timing,
             max_connections: net.max_connections,
             coded: true,
+            coded_min_rtt: crate::ccfd::DEFAULT_MIN_RTT,
             udp_shim: None,
             coded_polluter: false,
             dht: None,
@@ -108,9 +112,11 @@ impl Client {
             port_mapping: config.port_mapping,
         };
         let (net, listeners) = Net::start(&net_config).await?;
-        let coded = config
-            .coded
-            .then(|| CodedSetup { router: CodedRouter::start(net.udp.clone(), config.udp_shim), polluter: config.coded_polluter });
+        let coded = config.coded.then(|| CodedSetup {
+            router: CodedRouter::start(net.udp.clone(), config.udp_shim),
+            polluter: config.coded_polluter,
+            min_rtt: config.coded_min_rtt,
+        });
         let dht = config.dht.map(|c| Dht::start(net.udp.clone(), c, net.shutdown.clone()));
         let client = Client { net, services: Services { coded, dht }, torrents: Arc::new(Mutex::new(HashMap::new())) };
         tokio::spawn(accept_loop(client.clone(), listeners));

@@ -48,7 +48,8 @@ fn coded_download_through_kernel_packet_loss() {
     std::thread::sleep(Duration::from_millis(500));
     let mut dl_cmd = ns.command(BIN);
     dl_cmd.arg("download").arg(&torrent).arg("-o").arg(d.join("dl"));
-    dl_cmd.args(["--bind", "127.0.0.3", "--port", "0", "--peer", "127.0.0.2:16881", "--json", "--no-dht"]);
+    // --coded: from the first block (by default it starts plain and turns coded once TCP retransmits).
+    dl_cmd.args(["--bind", "127.0.0.3", "--port", "0", "--peer", "127.0.0.2:16881", "--json", "--no-dht", "--coded"]);
     let out = d.join("dl.json");
     let stdout = std::fs::File::create(&out).unwrap();
     let log = std::fs::File::create(d.join("dl.log")).unwrap();

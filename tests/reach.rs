@@ -154,11 +154,10 @@ fn the_fast_extension_from_a_raw_peer() {
     let net = Net::new(102);
     let c = content(dir.path(), 640_000, 16384);
     let ours = net.addr(2, 7000);
-    let _s = ccfd(
-        dir.path(),
-        "seed",
-        &["seed", c.torrent.to_str().unwrap(), "--data", &data_dir(dir.path()), "--bind", &net.ip(2), "--port", "7000"],
-    );
+    // Not super-seeding (a first leecher alone is otherwise shown pieces one by one for a second).
+    let data = data_dir(dir.path());
+    let args = ["seed", c.torrent.to_str().unwrap(), "--data", &data, "--bind", &net.ip(2), "--port", "7000", "--super-seed", "never"];
+    let _s = ccfd(dir.path(), "seed", &args);
     wait_port(&ours, Duration::from_secs(10));
     let mut s = TcpStream::connect(&ours).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -238,7 +237,7 @@ fn coded_cooperation_over_utp_and_over_encryption() {
     let data = data_dir(dir.path());
     let torrent = c.torrent.display().to_string();
     for (round, flags, want) in
-        [(0u8, vec!["--no-tcp"], ("utp", "plain")), (1, vec!["--encryption", "require", "--no-utp"], ("tcp", "rc4"))]
+        [(0u8, vec!["--no-tcp"], ("utp", "plain")), (1, vec!["--encryption", "require", "--no-utp", "--coded"], ("tcp", "rc4"))]
     {
         let (seed_ip, port) = (net.ip(10 + round), (7000 + u16::from(round)).to_string());
         let ours = format!("{seed_ip}:{port}");

@@ -87,6 +87,8 @@ pub struct CodedTorrent {
     sources: Mutex<VecDeque<(u32, Arc<Vec<Generation>>)>>,
     /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
     pub polluter: bool,
+    /// Paths with a shorter TCP round trip stay plain (`super::worth_coding`).
+    pub min_rtt: std::time::Duration,
 }
 
 impl CodedTorrent {
@@ -96,6 +98,7 @@ impl CodedTorrent {
         storage: Arc<Storage>,
         verified: Arc<GrowingSet>,
         polluter: bool,
+        min_rtt: std::time::Duration,
     ) -> CodedTorrent {
         CodedTorrent {
             router,
@@ -105,6 +108,7 @@ impl CodedTorrent {
             state: Mutex::new(ReceiveState::default()),
             sources: Mutex::new(VecDeque::new()),
             polluter,
+            min_rtt,
         }
     }
 

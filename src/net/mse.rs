@@ -331,10 +331,10 @@ fn wrap(stream: PeerStream, plain: Vec<u8>, raw: Vec<u8>, ciphers: Option<(Rc4, 
         None => (None, None),
     };
     let obfuscation = obfuscation(dec.is_some());
-    let PeerStream { read, write, remote, transport, outgoing, .. } = stream;
+    let PeerStream { read, write, remote, transport, outgoing, probe, .. } = stream;
     let reader = MseReader { plain, plain_at: 0, raw, raw_at: 0, inner: read, cipher: dec };
     let writer = MseWriter { inner: write, cipher: enc, pending: Vec::new(), pending_at: 0 };
-    PeerStream { read: Box::new(reader), write: Box::new(writer), remote, transport, outgoing, obfuscation }
+    PeerStream { read: Box::new(reader), write: Box::new(writer), remote, transport, outgoing, obfuscation, probe }
 }
 
 /// Reads bytes handed over from the negotiation first, then the socket,

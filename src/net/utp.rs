@@ -150,6 +150,7 @@ fn stream(shared: Arc<Shared>, outgoing: bool) -> PeerStream {
         transport: Transport::Utp,
         outgoing,
         obfuscation: Obfuscation::None,
+        probe: None,
     }
 }
 

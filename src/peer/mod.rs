@@ -28,12 +28,13 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
+use crate::ccfd;
 use crate::ccfd::link::CodedLink;
 use crate::ccfd::proto::{Control, Offer, ProtoError, GENERATION};
 use crate::ccfd::router::Arrival;
 use crate::decide::picker::PeerKey;
 use crate::discovery::PeerSource;
-use crate::net::transport::{BoxRead, BoxWrite, PeerStream};
+use crate::net::transport::{BoxRead, BoxWrite, PeerStream, TcpProbe};
 use crate::net::Traffic;
 use crate::swarm::{Admitted, PeerCommand, Swarm};
 use upload::Pending;
@@ -85,7 +86,7 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
             }
         };
     tracing::debug!(%addr, client = %ccfd_proto::wire::client_name(&theirs.peer_id), transport = %stream.transport, encryption = ?stream.obfuscation, "peer connected");
-    let PeerStream { read, write, .. } = stream;
+    let PeerStream { read, write, probe, .. } = stream;
     let (out_tx, out_rx) = mpsc::channel(1024);
     let (up_tx, up_rx) = mpsc::channel(OUR_REQQ);
     let pending = Arc::new(Pending::default());
@@ -117,6 +118,10 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
         uploads: up_tx,
         pending,
         hidden: false,
+        interested_once: false,
+        connected_at: Instant::now(),
+        coding_pays: swarm.coded.as_ref().is_some_and(|c| ccfd::coding_pays(probe.as_ref().and_then(TcpProbe::sample), c.min_rtt)),
+        probe,
     };
     let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, &theirs).await;
     if let Err(e) = &result {
@@ -159,7 +164,22 @@ struct Connection {
     /// We began by hiding our bitfield (super-seeding): pieces are shown
     /// by `have` a few at a time, or all at once when super-seeding ends.
     hidden: bool,
+    /// The peer has said it is interested in us at least once: the
+    /// reveals reach it (`HIDDEN_PATIENCE`).
+    interested_once: bool,
+    connected_at: Instant,
+    /// What the kernel measures of the TCP path, for `coding_pays`.
+    probe: Option<TcpProbe>,
+    /// We ask a coded peer for coded packets, not plain blocks: the path is
+    /// long or lossy (`ccfd::coding_pays`, looked at once a second).
+    coding_pays: bool,
 }
+
+/// How long a peer we super-seed to may stay uninterested in the pieces
+/// it is shown before it is shown everything: a client that does not take
+/// part in the reveals (libtorrent choked and shown one piece, at times)
+/// must not wait forever.
+const HIDDEN_PATIENCE: Duration = Duration::from_secs(5);
 
 type Reader = FramedRead<BoxRead, MessageCodec>;
 
@@ -285,7 +305,10 @@ impl Connection {
                 self.wire.on_unchoked(Instant::now());
                 self.swarm.peer_choking(self.key, false);
             }
-            Message::Interested => self.swarm.peer_interest(self.key, true),
+            Message::Interested => {
+                self.interested_once = true;
+                self.swarm.peer_interest(self.key, true)
+            }
             Message::NotInterested => {
                 self.swarm.peer_interest(self.key, false);
                 // Super-seeding: a peer that wants nothing more of what it was shown is shown more.
@@ -400,16 +423,29 @@ impl Connection {
         }
     }
 
+    /// Whether coded packets pay on this path now; said when it changes.
+    fn look_at_path(&mut self) {
+        let Some(min_rtt) = self.swarm.coded.as_ref().map(|c| c.min_rtt) else { return };
+        let path = self.probe.as_ref().and_then(TcpProbe::sample);
+        let pays = ccfd::coding_pays(path, min_rtt);
+        if pays != self.coding_pays {
+            tracing::debug!(addr = %self.addr, pays, ?path, "coded packets on this path: {}", if pays { "yes" } else { "no" });
+            self.coding_pays = pays;
+        }
+    }
+
     /// Super-seeding: shows the peer its next pieces once it got the last
     /// ones; once super-seeding ends, every piece it lacks.
     async fn reveal_more(&mut self) -> Result<(), PeerError> {
         if !self.hidden {
             return Ok(());
         }
-        if !self.swarm.super_seeding() {
+        // A peer never interested in what it was shown would wait forever.
+        let ignored = !self.interested_once && self.connected_at.elapsed() >= HIDDEN_PATIENCE;
+        if ignored || !self.swarm.super_seeding() {
             self.hidden = false;
             let lacks: Vec<u32> = self.our_have.ones().filter(|&p| !self.has.get(p)).collect();
-            tracing::debug!(addr = %self.addr, pieces = lacks.len(), "super-seeding over: every piece shown");
+            tracing::debug!(addr = %self.addr, pieces = lacks.len(), ignored, "super-seeding over: every piece shown");
             for piece in lacks {
                 self.send(Message::Have(piece)).await?;
             }
@@ -519,6 +555,7 @@ impl Connection {
         }
         self.send_pex().await?;
         self.reveal_more().await?;
+        self.look_at_path();
         let wants = self.swarm.wants_from(&self.has);
         self.set_interested(wants).await?;
         self.fill_requests().await
@@ -530,22 +567,23 @@ impl Connection {
         // Choked, a fast peer still serves the pieces it allowed us; a
         // coded peer's come coded once it unchokes us.
         let choked = self.wire.peer_choking;
+        let pays = self.coding_pays;
         let allowed_fast = !self.allowed_for_us.is_empty()
             && Instant::now() >= self.allowed_fast_from
-            && !self.coded.as_ref().is_some_and(|l| l.is_active());
+            && !(pays && self.coded.as_ref().is_some_and(|l| l.is_active()));
         let allowed_has = (choked && allowed_fast).then(|| self.allowed_pieces_it_has());
         let room = self.wire.room(allowed_has.as_ref().is_some_and(|b| b.count() > 0));
         if room == 0 {
             return Ok(());
         }
         let has = allowed_has.unwrap_or_else(|| self.has.clone());
-        if self.coded.as_ref().is_some_and(|l| l.awaits_path(Instant::now()) && l.peer_reachable()) {
+        if pays && self.coded.as_ref().is_some_and(|l| l.awaits_path(Instant::now()) && l.peer_reachable()) {
             return Ok(());
         }
         let rate = self.wire.delivery_rate(Instant::now());
         for block in self.swarm.pick(self.key, &has, room, self.wire.queued_bytes(), rate) {
             self.wire.requested(block);
-            match self.coded.as_mut().filter(|l| !choked && l.may_want(&block)) {
+            match self.coded.as_mut().filter(|l| pays && !choked && l.may_want(&block)) {
                 Some(link) => {
                     tracing::trace!(addr = %self.addr, piece = block.piece, offset = block.offset, "coded want");
                     let want = link.want(block);

@@ -389,6 +389,8 @@ pub(crate) struct CodedSetup {
     pub(crate) router: Arc<CodedRouter>,
     /// Corrupt every coded payload we send (the hostile-peer tests).
     pub(crate) polluter: bool,
+    /// Paths with a shorter TCP round trip stay plain (`ccfd::worth_coding`).
+    pub(crate) min_rtt: Duration,
 }
 
 /// The client-wide services a torrent may use.
@@ -451,8 +453,9 @@ impl Swarm {
         let mut rng = StdRng::from_os_rng();
         let storage = Arc::new(storage);
         let verified = Arc::new(GrowingSet::new(&have));
-        let coded =
-            services.coded.map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter)));
+        let coded = services
+            .coded
+            .map(|c| Arc::new(CodedTorrent::new(c.router, meta.clone(), storage.clone(), verified.clone(), c.polluter, c.min_rtt)));
         // BEP 27: a private torrent finds peers through its trackers only.
         let dht = services.dht.filter(|_| !meta.private);
         let mut state = SwarmState::new(&meta, have, &config, None, &mut rng);

@@ -163,6 +163,8 @@ impl WorldPeer {
             port: 0,
             upload_rate: Some(self.config.upload),
             coded: self.config.coded,
+            // A world stands for the internet on loopback: coded on every path.
+            coded_min_rtt: std::time::Duration::ZERO,
             ..ClientConfig::default()
         })
         .await

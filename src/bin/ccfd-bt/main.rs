@@ -227,7 +227,10 @@ struct NetArgs {
     /// Never use coded cooperation (ccfd) with peers that offer it; plain BitTorrent only.
     #[arg(long, conflicts_with = "coded")]
     no_coded: bool,
-    /// Use coded cooperation with peers that offer it (the default; serves every cooperating requester when seeding).
+    /// Ask coded peers for coded packets on every path. By default only
+    /// where TCP can lose: a round trip of 5 ms or more, or retransmissions
+    /// (on a short clean path, plain blocks are faster). Offering the
+    /// extension and serving coded requesters is on either way.
     #[arg(long)]
     coded: bool,
     /// Print one JSON summary line on stdout (and nothing else there).
@@ -397,6 +400,7 @@ impl NetArgs {
             download_rate: self.max_download_rate,
             max_connections: self.max_connections,
             coded: !self.no_coded,
+            coded_min_rtt: if self.coded { Duration::ZERO } else { ccfd_bt::ccfd::DEFAULT_MIN_RTT },
             dht: self.dht.config(),
             encryption: self.encryption,
             tcp: !self.no_tcp,

@@ -416,8 +416,15 @@ pub async fn world_command(args: WorldArgs, dashboard: Option<LogSink>, bundled:
         return Ok(ExitCode::SUCCESS);
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let client =
-        Client::start(ClientConfig { bind: world.client_ip(0), port: 0, coded: !args.no_coded, ..ClientConfig::default() }).await?;
+    let client = Client::start(ClientConfig {
+        bind: world.client_ip(0),
+        port: 0,
+        coded: !args.no_coded,
+        // Like the world's peers: coded on every (loopback) path.
+        coded_min_rtt: Duration::ZERO,
+        ..ClientConfig::default()
+    })
+    .await?;
     let output = dir.join("streamed").join(movie.file_name().unwrap_or_default());
     std::fs::create_dir_all(output.parent().unwrap_or(Path::new(".")))?;
     let opts = options(&args.playback, None, output.clone(), TorrentConfig::default());

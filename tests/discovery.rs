@@ -261,25 +261,41 @@ fn an_ipv6_only_libtorrent_seed() {
     assert!(summary["bytes_from"][&listen].as_u64().unwrap_or(0) > 0, "{summary}");
 }
 
-/// Reads our side's BitTorrent handshake and extended handshake as a raw peer.
+/// Reads our side's BitTorrent handshake and extended handshake as a raw
+/// peer, trying again while the client still refuses the torrent (the
+/// port listens before the torrent's storage check is done).
 fn raw_greeting(addr: &str, info_hash: &[u8; 20]) -> ([u8; 68], Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_raw_greeting(addr, info_hash) {
+            Ok(greeting) => return greeting,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("raw greeting: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("no greeting from {addr}: {e}"),
+        }
+    }
+}
+
+fn try_raw_greeting(addr: &str, info_hash: &[u8; 20]) -> std::io::Result<([u8; 68], Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut hs = vec![19u8];
     hs.extend_from_slice(b"BitTorrent protocol");
     hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x01]);
     hs.extend_from_slice(info_hash);
     hs.extend_from_slice(b"-XX0001-privatetest1");
-    s.write_all(&hs).unwrap();
+    s.write_all(&hs)?;
     let mut theirs = [0u8; 68];
-    s.read_exact(&mut theirs).unwrap();
+    s.read_exact(&mut theirs)?;
     loop {
         let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).unwrap();
+        s.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_be_bytes(len).min(1 << 20) as usize];
+        s.read_exact(&mut body)?;
         if body.first() == Some(&20) && body.get(1) == Some(&0) {
-            return (theirs, body[2..].to_vec());
+            return Ok((theirs, body[2..].to_vec()));
         }
     }
 }

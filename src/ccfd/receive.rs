@@ -87,7 +87,7 @@ pub struct CodedTorrent {
     sources: Mutex<VecDeque<(u32, Arc<Vec<Generation>>)>>,
     /// Corrupts every coded payload we send: the polluter of the hostile-peer tests.
     pub polluter: bool,
-    /// Paths with a shorter TCP round trip stay plain (`super::worth_coding`).
+    /// Paths with a shorter TCP round trip stay plain (`super::coding_pays`).
     pub min_rtt: std::time::Duration,
 }
 

@@ -24,7 +24,7 @@ pub const REVEAL_AHEAD: usize = 3;
 /// When a seed reveals pieces one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SuperSeedMode {
-    /// While it is the swarm's initial seed (`initial_seed`).
+    /// While it is the swarm's initial seed (`super_seeding`).
     #[default]
     Auto,
     /// Whenever it is complete (BEP 16 as configured in other clients).

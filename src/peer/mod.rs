@@ -120,7 +120,7 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
         hidden: false,
         interested_once: false,
         connected_at: Instant::now(),
-        coding_pays: swarm.coded.as_ref().is_some_and(|c| ccfd::coding_pays(probe.as_ref().and_then(TcpProbe::sample), c.min_rtt)),
+        coding_pays: path_pays(&swarm, probe.as_ref()),
         probe,
     };
     let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, &theirs).await;
@@ -180,6 +180,13 @@ struct Connection {
 /// part in the reveals (libtorrent choked and shown one piece, at times)
 /// must not wait forever.
 const HIDDEN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether to ask this connection's coded peer for coded packets, from
+/// what the kernel says of its path (`ccfd::coding_pays`); never when our
+/// client does not cooperate coded.
+fn path_pays(swarm: &Swarm, probe: Option<&TcpProbe>) -> bool {
+    swarm.coded.as_ref().is_some_and(|c| ccfd::coding_pays(probe.and_then(TcpProbe::sample), c.min_rtt))
+}
 
 type Reader = FramedRead<BoxRead, MessageCodec>;
 
@@ -425,10 +432,9 @@ impl Connection {
 
     /// Whether coded packets pay on this path now; said when it changes.
     fn look_at_path(&mut self) {
-        let Some(min_rtt) = self.swarm.coded.as_ref().map(|c| c.min_rtt) else { return };
-        let path = self.probe.as_ref().and_then(TcpProbe::sample);
-        let pays = ccfd::coding_pays(path, min_rtt);
+        let pays = path_pays(&self.swarm, self.probe.as_ref());
         if pays != self.coding_pays {
+            let path = self.probe.as_ref().and_then(TcpProbe::sample);
             tracing::debug!(addr = %self.addr, pays, ?path, "coded packets on this path: {}", if pays { "yes" } else { "no" });
             self.coding_pays = pays;
         }

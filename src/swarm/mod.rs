@@ -389,7 +389,7 @@ pub(crate) struct CodedSetup {
     pub(crate) router: Arc<CodedRouter>,
     /// Corrupt every coded payload we send (the hostile-peer tests).
     pub(crate) polluter: bool,
-    /// Paths with a shorter TCP round trip stay plain (`ccfd::worth_coding`).
+    /// Paths with a shorter TCP round trip stay plain (`ccfd::coding_pays`).
     pub(crate) min_rtt: Duration,
 }
 

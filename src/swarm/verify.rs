@@ -75,10 +75,10 @@ impl ResumeSaver {
         // The pieces first, then the stamps: a piece written after this
         // look moves its file's mtime past the stamp, so it is re-hashed.
         let pieces = swarm.have();
-        if self.saved == Some(pieces.count()) {
+        let count = pieces.count();
+        if self.saved == Some(count) {
             return;
         }
-        let count = pieces.count();
         let (storage, meta) = (swarm.storage.clone(), swarm.meta.clone());
         let saved = tokio::task::spawn_blocking(move || {
             let data = resume::ResumeData { info_hash: meta.info_hash.0, pieces, files: storage.stamps() };

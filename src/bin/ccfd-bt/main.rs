@@ -215,8 +215,8 @@ struct NetArgs {
     #[arg(long, default_value_t = 200)]
     max_connections: usize,
     /// While seeding, reveal pieces one by one (BEP 16 super-seeding) so
-    /// each leaves us about once: `auto` while we are the only seed of two
-    /// or more leechers and hold a piece none of them has; `--super-seed`
+    /// each leaves us about once: `auto` while no other seed is connected,
+    /// until one leecher has been alone with us for a second; `--super-seed`
     /// alone is `always`.
     #[arg(long, value_name = "WHEN", default_value = "auto", default_missing_value = "always", num_args = 0..=1, value_parser = parse_super_seed)]
     super_seed: SuperSeedMode,

@@ -4,7 +4,9 @@ set -euo pipefail
 # mpv and tmux: the watch tests (a player on --serve, the dashboard in a terminal).
 # nftables: the kernel-loss test of coded cooperation (a private network namespace).
 # miniupnpd-nftables: the port-mapping tests (a UPnP IGD and NAT-PMP/PCP gateway in a namespace).
-pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux nftables miniupnpd-nftables)
+# iptables (its NFQUEUE target; this kernel's nftables has no queue statement), iperf3 and ping:
+# the WAN emulator's tests and its validation (wanem/, scripts/wan.py).
+pkgs=(opentracker aria2 transmission-cli transmission-daemon python3-libtorrent mktorrent nginx mpv tmux nftables miniupnpd-nftables iptables iperf3 iputils-ping)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

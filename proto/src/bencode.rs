@@ -30,6 +30,8 @@ pub enum BencodeError {
     NotDictionary,
     #[error("dictionary has no key {0:?}")]
     MissingKey(String),
+    #[error("dictionary has the key {0:?} twice")]
+    DuplicateKey(String),
     #[error("{0}")]
     Decode(String),
 }
@@ -133,20 +135,26 @@ fn find(buf: &[u8], from: usize, byte: u8) -> Result<usize, BencodeError> {
 }
 
 /// Finds the raw span of `key`'s value in the top-level dictionary of `buf`.
+/// A key given twice is refused: the span hashed (the info-hash) and the
+/// value a decoder keeps could otherwise be two different dictionaries.
 pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Range<usize>, BencodeError> {
     if buf.first() != Some(&b'd') {
         return Err(BencodeError::NotDictionary);
     }
     let mut p = 1;
+    let mut found = None;
     while buf.get(p) != Some(&b'e') {
         let (k, after_key) = read_bytes(buf, p)?;
         let end = skip_value(buf, after_key)?;
         if &buf[k] == key {
-            return Ok(after_key..end);
+            if found.is_some() {
+                return Err(BencodeError::DuplicateKey(String::from_utf8_lossy(key).into_owned()));
+            }
+            found = Some(after_key..end);
         }
         p = end;
     }
-    Err(BencodeError::MissingKey(String::from_utf8_lossy(key).into_owned()))
+    found.ok_or_else(|| BencodeError::MissingKey(String::from_utf8_lossy(key).into_owned()))
 }
 
 #[cfg(test)]
@@ -167,6 +175,8 @@ mod tests {
         assert!(dict_value_span(b"x", b"info").is_err());
         assert!(dict_value_span(b"d99999999999:e", b"info").is_err());
         assert_eq!(dict_value_span(b"d1:ai1ee", b"info"), Err(BencodeError::MissingKey("info".into())));
+        // Found by fuzzing (fuzz/regressions/metainfo/): two info dictionaries.
+        assert_eq!(dict_value_span(b"d4:infode4:infoi1ee", b"info"), Err(BencodeError::DuplicateKey("info".into())));
     }
 
     #[test]

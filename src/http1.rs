@@ -32,9 +32,7 @@ pub struct Request {
 /// closed, failed, or sent a head over 8 KiB.
 pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
-            buf.drain(..i + 4);
+        if let Some(head) = take_head(buf) {
             return Some(head);
         }
         if buf.len() > MAX_HEAD {
@@ -46,6 +44,16 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Stri
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// The first complete request head in `buf` (through its blank line),
+/// removed from `buf`; `None` while the head is incomplete. The pure half
+/// of `read_head`, public for the fuzz targets (`fuzz/`).
+pub fn take_head(buf: &mut Vec<u8>) -> Option<String> {
+    let i = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
+    buf.drain(..i + 4);
+    Some(head)
 }
 
 /// Parses a GET or HEAD request; anything else (or a malformed range) is `None`.

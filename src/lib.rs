@@ -14,7 +14,9 @@ pub mod ccfd;
 pub mod client;
 pub mod decide;
 pub mod discovery;
-pub(crate) mod http1;
+// Public (it was crate-only) so the fuzz targets in `fuzz/` reach the
+// request-head parser; nothing outside the engine calls it otherwise.
+pub mod http1;
 pub mod net;
 pub(crate) mod peer;
 pub mod resume;

@@ -281,6 +281,21 @@ pub async fn serve_udp(socket: UdpSocket, registry: SharedRegistry, shutdown: Ca
     }
 }
 
+/// The reply to one UDP request for a tracker whose connection ids are
+/// keyed with `secret` (pure but for the clock's minute). Public so the
+/// fuzz targets (`fuzz/`) reach the request parser; `serve_udp` keys it
+/// with a random secret.
+pub fn udp_reply_keyed(req: &[u8], from: SocketAddr, secret: u64, registry: &Mutex<Registry>, now: Instant) -> Option<Vec<u8>> {
+    udp_reply(req, from, &ConnectionIds { secret }, registry, now)
+}
+
+/// The connection id a tracker keyed with `secret` issues to `from` now
+/// (what a BEP 15 connect reply carries); for the fuzz targets, beside
+/// `udp_reply_keyed`.
+pub fn udp_connection_id(secret: u64, from: SocketAddr) -> u64 {
+    ConnectionIds { secret }.id(from, ConnectionIds::minute())
+}
+
 fn udp_reply(req: &[u8], from: SocketAddr, ids: &ConnectionIds, registry: &Mutex<Registry>, now: Instant) -> Option<Vec<u8>> {
     if req.len() < 16 {
         return None;

@@ -273,10 +273,19 @@ pub fn http1(data: &[u8]) {
 
 /// DHT KRPC datagrams: the parser, and a fresh node receiving one.
 pub fn krpc(data: &[u8]) {
-    use ccfd_dht::krpc::Message;
+    use ccfd_dht::krpc::{Body, Message, Query};
     use ccfd_dht::{Id, Node};
+    // An unknown method's name is kept only to be logged: its first 32
+    // bytes, lossily, so it does not read back the same (found by fuzzing,
+    // fuzz/regressions/krpc/); everything else must.
+    let known = |mut m: Message| {
+        if let Body::Query { query: Query::Other(name), .. } = &mut m.body {
+            name.clear();
+        }
+        m
+    };
     if let Ok(msg) = Message::parse(data) {
-        assert_eq!(Message::parse(&msg.encode()).expect("our own message parses"), msg);
+        assert_eq!(known(Message::parse(&msg.encode()).expect("our own message parses")), known(msg));
     }
     let now = Instant::now();
     let mut node = Node::new(Id([7; 20]), now, 1);

@@ -36,6 +36,9 @@ fn credits_for(missing: u32, loss: f64) -> u32 {
 }
 /// A want whose packets stopped for this long (at least) is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(15);
+/// The most blocks a sender interleaves (`sender::SEND_WINDOW`): a block's
+/// packets come at most this many of the peer's packets apart.
+const SENDER_WINDOW: u32 = 4;
 /// A renewal with no packet back for this long is renewed again.
 const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
@@ -80,10 +83,18 @@ impl Want {
     /// with nothing back yet, a round trip's worth. Before any packet the
     /// sender is busy with older wants (it serves them in order), and a link
     /// where nothing arrives at all is `CodedLink::blocked`.
-    fn stalled(&self, now: Instant) -> bool {
+    ///
+    /// `link_gap` is the mean time between any two of the peer's packets:
+    /// until this block has a gap of its own (one packet so far) its
+    /// packets are taken to come at most `SENDER_WINDOW` blocks apart. A
+    /// 15 ms floor alone renewed every slow block after its first packet
+    /// (a peer sending 30 packets a second: a renewal per two packets
+    /// received, a fifth of them wasted, on 2 Mbit/s uplinks).
+    fn stalled(&self, now: Instant, link_gap: Duration) -> bool {
         let quiet = now.saturating_duration_since(self.last_packet);
+        let gap = if self.gap.is_zero() { link_gap * SENDER_WINDOW } else { self.gap };
         if self.got > 0 {
-            quiet >= RENEW_AFTER.max(self.gap * 3)
+            quiet >= RENEW_AFTER.max(gap * 3)
         } else {
             self.renewed && quiet >= RENEWAL_ANSWER
         }
@@ -185,6 +196,9 @@ pub struct CodedLink {
     /// Packets of blocks no longer open here (decoded, or never asked), for the log.
     late: u64,
     peer_ip: IpAddr,
+    /// Mean time between the peer's packets, and the latest one's arrival.
+    packet_gap: Duration,
+    last_packet: Option<Instant>,
 }
 
 impl CodedLink {
@@ -208,6 +222,8 @@ impl CodedLink {
             renewals: 0,
             late: 0,
             peer_ip,
+            packet_gap: Duration::ZERO,
+            last_packet: None,
         };
         (link, rx)
     }
@@ -355,6 +371,10 @@ impl CodedLink {
             self.late += 1;
             return out;
         };
+        if let Some(last) = self.last_packet.replace(arrival.at) {
+            let gap = arrival.at.saturating_duration_since(last);
+            self.packet_gap = if self.packet_gap.is_zero() { gap } else { (self.packet_gap * 7 + gap) / 8 };
+        }
         if let Some(w) = self.wants.get_mut(&block) {
             w.on_packet(arrival.at);
         }
@@ -385,17 +405,19 @@ impl CodedLink {
         let mut out = Vec::new();
         let loss = self.loss();
         let coded = self.coded.clone();
+        let link_gap = self.packet_gap;
         for (block, w) in &mut self.wants {
             // Quiet, not a count of packets against credits: packets of an
             // earlier grant still in flight would count against a renewed one.
-            if w.stalled(now) {
+            if w.stalled(now, link_gap) {
                 let (rank, missing) = rank_and_missing(&coded, *block);
                 if missing == 0 {
                     continue;
                 }
                 let credits = credits_for(missing, loss).min(MAX_CREDITS);
                 tracing::trace!(?block, got = w.got, gap = ?w.gap, quiet = ?now.saturating_duration_since(w.last_packet), renewed = w.renewed, rank, credits, "coded want renewed");
-                *w = Want { renewed: true, ..Want::new(now, w.shared) };
+                // The block's gap stays: the renewal's packets come as its first did.
+                *w = Want { renewed: true, gap: w.gap, ..Want::new(now, w.shared) };
                 self.renewals += 1;
                 out.push(want_message(*block, credits, rank, w.shared));
             }
@@ -494,18 +516,38 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);
         let mut w = Want::new(t0, false);
+        let link_gap = 2 * ms;
         // Queued behind older wants at the sender: never renewed.
-        assert!(!w.stalled(t0 + 5000 * ms));
+        assert!(!w.stalled(t0 + 5000 * ms, link_gap));
         for i in 1..=4 {
             w.on_packet(t0 + i * 10 * ms);
         }
         assert_eq!(w.gap, 10 * ms);
         // Two gaps is pacing; three is loss.
-        assert!(!w.stalled(t0 + 60 * ms));
-        assert!(w.stalled(t0 + 70 * ms));
+        assert!(!w.stalled(t0 + 60 * ms, link_gap));
+        assert!(w.stalled(t0 + 70 * ms, link_gap));
         // A renewal with nothing back is renewed again after a round trip's allowance.
         let r = Want { renewed: true, ..Want::new(t0, false) };
-        assert!(!r.stalled(t0 + RENEWAL_ANSWER - ms));
-        assert!(r.stalled(t0 + RENEWAL_ANSWER));
+        assert!(!r.stalled(t0 + RENEWAL_ANSWER - ms, link_gap));
+        assert!(r.stalled(t0 + RENEWAL_ANSWER, link_gap));
+    }
+
+    #[test]
+    fn a_slow_peers_block_is_not_renewed_after_its_first_packet() {
+        // The peer sends a packet every 33 ms (30 a second); the block has
+        // one so far, so no gap of its own.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let link_gap = 33 * ms;
+        let mut w = Want::new(t0, false);
+        w.on_packet(t0 + 10 * ms);
+        assert!(!w.stalled(t0 + 60 * ms, link_gap), "the next packet is not even due");
+        assert!(!w.stalled(t0 + 300 * ms, link_gap), "four blocks may share the peer's packets");
+        assert!(w.stalled(t0 + 10 * ms + 3 * 4 * link_gap, link_gap));
+        // On a fast peer the 15 ms floor holds.
+        let mut fast = Want::new(t0, false);
+        fast.on_packet(t0);
+        assert!(!fast.stalled(t0 + 14 * ms, Duration::from_micros(100)));
+        assert!(fast.stalled(t0 + RENEW_AFTER, Duration::from_micros(100)));
     }
 }

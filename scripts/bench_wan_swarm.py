@@ -6,10 +6,13 @@ a downlink of its own (asymmetric, as home lines are), joined at a core.
 Coded cooperation against the plain TCP wire, in the same run.
 
     scripts/bench_wan_swarm.py [--n 6] [--size-mib 8] [--down-mbit 8]
-                               [--up-mbit 2] [--access-ms 20] [--loss 0]
-                               [--modes plain,coded,default] [--runs 1]
+                               [--up-mbit 2] [--access-ms 40] [--loss 0]
+                               [--modes plain,coded,default,default-tcp] [--runs 1]
 
-`--access-ms` is each access link's round trip to the core (so two peers
+Modes: plain (--no-coded --no-utp), coded (--coded --no-utp), default
+(no flags), default-tcp (--no-utp), utp (--no-tcp --no-coded); the same
+flags for the seed and every leecher. `--access-ms` is each access link's
+round trip to the core (so two peers
 are 2x apart); `--loss` (percent) applies to every access link, both
 directions. T* is the fluid bound max(F/u_seed, F/d, N*F/(u_seed + N*u)).
 The time is from the leechers' start until the last one prints its
@@ -39,6 +42,7 @@ MODES = {
     "plain": ["--no-coded", "--no-utp"],
     "coded": ["--coded", "--no-utp"],
     "utp": ["--no-tcp", "--no-coded"],
+    "default-tcp": ["--no-utp"],
 }
 TRACKER = "127.0.0.1"
 

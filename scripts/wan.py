@@ -101,6 +101,9 @@ class WanNetns:
         return self
 
     def _start(self):
+        # Counters start afresh with each emulator: no stale file in between.
+        if os.path.exists(self.stats_path):
+            os.remove(self.stats_path)
         args = ["ip", "netns", "exec", self.name]
         # Real-time priority where allowed: verdicts on time while the clients work.
         if shutil.which("chrt"):

@@ -120,7 +120,7 @@ async fn run_connection(swarm: Arc<Swarm>, stream: PeerStream, theirs: Handshake
         hidden: false,
         interested_once: false,
         connected_at: Instant::now(),
-        coding_pays: path_pays(&swarm, probe.as_ref()),
+        coding_pays: path_pays(&swarm, key, probe.as_ref()),
         probe,
     };
     let result = conn.run(FramedRead::new(read, MessageCodec), commands, coded_rx, &theirs).await;
@@ -171,7 +171,8 @@ struct Connection {
     /// What the kernel measures of the TCP path, for `coding_pays`.
     probe: Option<TcpProbe>,
     /// We ask a coded peer for coded packets, not plain blocks: the path is
-    /// long or lossy (`ccfd::coding_pays`, looked at once a second).
+    /// long and the peer is our main source (`ccfd::coding_pays`, looked
+    /// at once a second).
     coding_pays: bool,
 }
 
@@ -184,8 +185,8 @@ const HIDDEN_PATIENCE: Duration = Duration::from_secs(5);
 /// Whether to ask this connection's coded peer for coded packets, from
 /// what the kernel says of its path (`ccfd::coding_pays`); never when our
 /// client does not cooperate coded.
-fn path_pays(swarm: &Swarm, probe: Option<&TcpProbe>) -> bool {
-    swarm.coded.as_ref().is_some_and(|c| ccfd::coding_pays(probe.and_then(TcpProbe::sample), c.min_rtt))
+fn path_pays(swarm: &Swarm, key: PeerKey, probe: Option<&TcpProbe>) -> bool {
+    swarm.coded.as_ref().is_some_and(|c| ccfd::coding_pays(probe.and_then(TcpProbe::sample), swarm.download_share(key), c.min_rtt))
 }
 
 type Reader = FramedRead<BoxRead, MessageCodec>;
@@ -432,7 +433,7 @@ impl Connection {
 
     /// Whether coded packets pay on this path now; said when it changes.
     fn look_at_path(&mut self) {
-        let pays = path_pays(&self.swarm, self.probe.as_ref());
+        let pays = path_pays(&self.swarm, self.key, self.probe.as_ref());
         if pays != self.coding_pays {
             let path = self.probe.as_ref().and_then(TcpProbe::sample);
             tracing::debug!(addr = %self.addr, pays, ?path, "coded packets on this path: {}", if pays { "yes" } else { "no" });

@@ -206,6 +206,17 @@ impl Swarm {
         }
     }
 
+    /// This peer's share of what we download now (1 while nothing comes):
+    /// whether a limit on its connection holds back the whole download.
+    pub fn download_share(&self, key: PeerKey) -> f64 {
+        let s = self.state.lock();
+        let total: f64 = s.peers.values().map(|p| p.down_rate).sum();
+        match s.peers.get(&key) {
+            Some(p) if total > 0.0 => p.down_rate / total,
+            _ => 1.0,
+        }
+    }
+
     /// Whether peers are connected and every one of them chokes us.
     pub fn choked_by_all(&self) -> bool {
         let s = self.state.lock();

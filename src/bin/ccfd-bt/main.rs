@@ -228,9 +228,10 @@ struct NetArgs {
     #[arg(long, conflicts_with = "coded")]
     no_coded: bool,
     /// Ask coded peers for coded packets on every path. By default only
-    /// where TCP can lose: a round trip of 5 ms or more, or retransmissions
-    /// (on a short clean path, plain blocks are faster). Offering the
-    /// extension and serving coded requesters is on either way.
+    /// from a peer that brings at least half of the download over a round
+    /// trip of 5 ms or more (on a short path, or from one of many slow
+    /// peers, plain blocks are faster). Offering the extension and serving
+    /// coded requesters is on either way.
     #[arg(long)]
     coded: bool,
     /// Print one JSON summary line on stdout (and nothing else there).

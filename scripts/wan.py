@@ -162,26 +162,30 @@ ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 
 class AllowCongestionControls:
     """A namespace may only pick a congestion control the host allows
-    (tcp_allowed_congestion_control is global). Adds `names` for the run and
-    puts the host's list back on exit."""
+    (tcp_allowed_congestion_control is global). Adds those of `names` the
+    host lacks for the run, and takes exactly those out again on exit (not
+    a saved copy of the whole list: two benches at once would put back
+    each other's additions)."""
 
     def __init__(self, names):
         self.names = names
-        self.saved = None
+        self.added = []
 
     def __enter__(self):
         with open(ALLOWED_CC) as f:
-            self.saved = f.read().strip()
-        wanted = self.saved.split() + [n for n in self.names if n not in self.saved.split()]
-        if wanted != self.saved.split():
+            allowed = f.read().split()
+        self.added = [n for n in self.names if n not in allowed]
+        if self.added:
             with open(ALLOWED_CC, "w") as f:
-                f.write(" ".join(wanted))
+                f.write(" ".join(allowed + self.added))
         return self
 
     def __exit__(self, *exc):
-        if self.saved is not None:
+        if self.added:
+            with open(ALLOWED_CC) as f:
+                allowed = f.read().split()
             with open(ALLOWED_CC, "w") as f:
-                f.write(self.saved)
+                f.write(" ".join(n for n in allowed if n not in self.added))
 
 
 def ping_rtt(ns, count=10):

@@ -95,9 +95,7 @@ def main():
     modes = a.modes.split(",")
     if any(m not in MODES for m in modes):
         sys.exit(f"--modes takes {','.join(MODES)}")
-    for b in (BIN, wan.WANEM):
-        if not os.path.exists(b):
-            sys.exit("build first: cargo build --release --workspace")
+    wan.require_builds(BIN)
     size = int(a.size_mib * 1024 * 1024)
     cap = a.rate_mbit * 1e6 / 8
     with tempfile.TemporaryDirectory(prefix="ccfd-wan-") as tmp:

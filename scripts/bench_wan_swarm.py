@@ -130,9 +130,7 @@ def main():
     modes = a.modes.split(",")
     if any(m not in MODES for m in modes):
         sys.exit(f"--modes takes {','.join(MODES)}")
-    for b in (BIN, wan.WANEM):
-        if not os.path.exists(b):
-            sys.exit("build first: cargo build --release --workspace")
+    wan.require_builds(BIN)
     size = a.size_mib << 20
     up, down = a.up_mbit * 1e6 / 8, a.down_mbit * 1e6 / 8
     t_star = max(size / up, size / down, a.n * size / (up + a.n * up))

@@ -58,9 +58,7 @@ def main():
     ap.add_argument("--hosts", type=int, default=40)
     ap.add_argument("--timeout", type=float, default=600)
     a = ap.parse_args()
-    for b in (BIN, wan.WANEM):
-        if not os.path.exists(b):
-            sys.exit("build first: cargo build --release --workspace")
+    wan.require_builds(BIN)
     print(f"VoD world over access links {a.down_mbit:g}/{a.up_mbit:g} Mbit/s, {a.access_ms:g} ms to the core, "
           f"{a.loss:g}% loss each way; world defaults (3000 kB movie, R 60 kB/s, D 6 s, P 2 s, 10 peers + seed)")
     print(f"{'seed':>4} {'plain server kB':>16} {'stalls':>6} {'coded server kB':>16} {'stalls':>6} {'coded/plain':>12}")

@@ -38,6 +38,13 @@ def sh(*args, check=True):
     return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
+def require_builds(*paths):
+    """Exits with the build command if a binary a bench runs is missing."""
+    for path in (WANEM, *paths):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing; build first: cargo build --release --workspace")
+
+
 def link(src, dst, rate_mbit=None, delay_ms=0.0, loss_pct=0.0, queue_bytes=None, jitter_ms=0.0, bursty=None):
     """One direction's --link spec. `bursty` is (p_good_to_bad, p_bad_to_good,
     loss_when_bad) for Gilbert-Elliott loss instead of `loss_pct`."""

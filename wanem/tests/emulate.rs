@@ -65,6 +65,15 @@ impl Drop for EmulatedNetns {
     }
 }
 
+/// A sender on 127.0.0.2 and a receiver on 127.0.0.3 (in the namespace
+/// the calling thread entered) that gives up 300 ms after the last datagram.
+fn socket_pair() -> (UdpSocket, UdpSocket) {
+    let a = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.3:0").unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    (a, b)
+}
+
 fn stamp(seq: u32, epoch: Instant) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&seq.to_be_bytes());
@@ -80,9 +89,7 @@ fn datagrams_arrive_late_by_the_delay_in_order_with_the_loss_share() {
     // This test's own thread; the namespace goes with it.
     std::thread::spawn(move || {
         ns.enter();
-        let a = UdpSocket::bind("127.0.0.2:0").unwrap();
-        let b = UdpSocket::bind("127.0.0.3:0").unwrap();
-        b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let (a, b) = socket_pair();
         let epoch = Instant::now();
         let sent = 3000u32;
         let sender = {
@@ -131,9 +138,7 @@ fn a_burst_leaves_at_the_link_rate_and_the_queue_drops_the_rest() {
     };
     std::thread::spawn(move || {
         ns.enter();
-        let a = UdpSocket::bind("127.0.0.2:0").unwrap();
-        let b = UdpSocket::bind("127.0.0.3:0").unwrap();
-        b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let (a, b) = socket_pair();
         let to = b.local_addr().unwrap();
         let payload = [7u8; 1000];
         for _ in 0..100 {

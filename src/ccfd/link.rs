@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::proto::{datagram_packet, is_probe, Control, Offer, GENERATION, MAX_CREDITS, SYMBOL_SIZE};
 use super::receive::{generation_id, CodedTorrent, Evidence};
 use super::router::Arrival;
-use super::sender::{SendOrder, Sender};
+use super::sender::{SendOrder, Sender, SEND_WINDOW};
 use crate::net::{Net, Traffic};
 
 /// Credits for `missing` packets over a path losing `loss` of them: about
@@ -36,9 +36,9 @@ fn credits_for(missing: u32, loss: f64) -> u32 {
 }
 /// A want whose packets stopped for this long (at least) is renewed.
 const RENEW_AFTER: Duration = Duration::from_millis(15);
-/// The most blocks a sender interleaves (`sender::SEND_WINDOW`): a block's
-/// packets come at most this many of the peer's packets apart.
-const SENDER_WINDOW: u32 = 4;
+/// A gap between two of the peer's packets longer than this is an idle
+/// spell (choked, no wants), not its pacing, and is left out of the mean.
+const IDLE_GAP: Duration = Duration::from_millis(200);
 /// A renewal with no packet back for this long is renewed again.
 const RENEWAL_ANSWER: Duration = Duration::from_millis(100);
 /// A link whose wants see no datagram at all for this long is treated as
@@ -86,13 +86,13 @@ impl Want {
     ///
     /// `link_gap` is the mean time between any two of the peer's packets:
     /// until this block has a gap of its own (one packet so far) its
-    /// packets are taken to come at most `SENDER_WINDOW` blocks apart. A
+    /// packets are taken to come at most `SEND_WINDOW` blocks apart. A
     /// 15 ms floor alone renewed every slow block after its first packet
     /// (a peer sending 30 packets a second: a renewal per two packets
     /// received, a fifth of them wasted, on 2 Mbit/s uplinks).
     fn stalled(&self, now: Instant, link_gap: Duration) -> bool {
         let quiet = now.saturating_duration_since(self.last_packet);
-        let gap = if self.gap.is_zero() { link_gap * SENDER_WINDOW } else { self.gap };
+        let gap = if self.gap.is_zero() { link_gap * SEND_WINDOW as u32 } else { self.gap };
         if self.got > 0 {
             quiet >= RENEW_AFTER.max(gap * 3)
         } else {
@@ -373,7 +373,9 @@ impl CodedLink {
         };
         if let Some(last) = self.last_packet.replace(arrival.at) {
             let gap = arrival.at.saturating_duration_since(last);
-            self.packet_gap = if self.packet_gap.is_zero() { gap } else { (self.packet_gap * 7 + gap) / 8 };
+            if gap <= IDLE_GAP {
+                self.packet_gap = if self.packet_gap.is_zero() { gap } else { (self.packet_gap * 7 + gap) / 8 };
+            }
         }
         if let Some(w) = self.wants.get_mut(&block) {
             w.on_packet(arrival.at);

@@ -23,7 +23,7 @@ use super::receive::{generation_id, CodedTorrent};
 use crate::net::{Net, Traffic};
 
 /// Most blocks a sender interleaves at once, oldest first.
-const SEND_WINDOW: usize = 4;
+pub(super) const SEND_WINDOW: usize = 4;
 /// From sending a block's packet to hearing that it decoded the block:
 /// the feedback period and a local round trip.
 const FEEDBACK_DELAY: f64 = 0.040;

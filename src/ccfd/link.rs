@@ -19,7 +19,7 @@ use ccfd_proto::wire::{BlockRef, BLOCK_SIZE};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::proto::{datagram_packet, is_probe, Control, Offer, GENERATION, MAX_CREDITS, SYMBOL_SIZE};
+use super::proto::{datagram_packet, is_probe, Control, Offer, FEEDBACK_EVERY, GENERATION, MAX_CREDITS, SYMBOL_SIZE};
 use super::receive::{generation_id, CodedTorrent, Evidence};
 use super::router::Arrival;
 use super::sender::{SendOrder, Sender, SEND_WINDOW};
@@ -49,8 +49,6 @@ const DEAD_AFTER: Duration = Duration::from_secs(1);
 /// probe, so a lost probe or two still opens the path; on a blocked path
 /// the connection loses this once.
 const OPENING_WAIT: Duration = Duration::from_millis(50);
-/// Feedback at most this often.
-const FEEDBACK_EVERY: Duration = Duration::from_millis(20);
 
 /// One of our wants at this peer.
 struct Want {

@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::proto::FEEDBACK_EVERY;
+
 /// Start rate, floor and ceiling (bytes per second).
 const START_RATE: f64 = 256_000.0;
 const MIN_RATE: f64 = 16_000.0;
@@ -73,16 +75,15 @@ impl Pacer {
     /// received so far, the highest sequence number it saw, and a one-way
     /// delay sample (its clock minus our stamp).
     pub fn on_feedback(&mut self, now: Instant, received: u32, highest_seq: u32, delay_us: u32) {
-        self.round_trip.on_feedback(highest_seq, now);
-        let highest_sent_at = self.round_trip.sent_at(highest_seq);
+        let highest_sent_at = self.round_trip.on_feedback(highest_seq, now);
         // Increases are per round trip, not per feedback: on a long path
         // the delay signal lags a round trip, and steps every 20 ms would
         // overshoot the bottleneck by a third before it shows (measured on
         // an emulated 100 ms path: a quarter of the packets dropped at its
         // queue). Paths under the feedback period step as before.
-        let since = self.last_feedback.map_or(FEEDBACK_PERIOD, |t| now.saturating_duration_since(t));
+        let since = self.last_feedback.map_or(FEEDBACK_EVERY, |t| now.saturating_duration_since(t));
         self.last_feedback = Some(now);
-        let per_round_trip = self.round_trip.min().map_or(FEEDBACK_PERIOD, |r| r.max(FEEDBACK_PERIOD));
+        let per_round_trip = self.round_trip.min().map_or(FEEDBACK_EVERY, |r| r.max(FEEDBACK_EVERY));
         let growth_share = (since.as_secs_f64() / per_round_trip.as_secs_f64()).min(1.0);
         let first = *self.first_delay.get_or_insert(delay_us);
         let d = i64::from(delay_us.wrapping_sub(first) as i32);
@@ -107,9 +108,6 @@ impl Pacer {
     }
 }
 
-/// How often the receiver sends feedback (`link::FEEDBACK_EVERY`): the
-/// shortest round trip the rate's increases are spread over.
-const FEEDBACK_PERIOD: Duration = Duration::from_millis(20);
 /// Send times of this many recent datagrams are kept to time round trips.
 const ROUND_TRIP_SENDS: usize = 4096;
 
@@ -140,11 +138,13 @@ impl RoundTrip {
         self.sends.get(at).filter(|(s, _)| *s == seq).map(|&(_, sent)| sent)
     }
 
-    fn on_feedback(&mut self, highest_seq: u32, now: Instant) {
-        if let Some(sent) = self.sent_at(highest_seq) {
-            let sample = now.saturating_duration_since(sent);
-            self.least = Some(self.least.map_or(sample, |l| l.min(sample)));
-        }
+    /// Feedback naming `highest_seq` arrived: a round-trip sample, and
+    /// when that datagram was sent (for the delivery rate's span).
+    fn on_feedback(&mut self, highest_seq: u32, now: Instant) -> Option<Instant> {
+        let sent = self.sent_at(highest_seq)?;
+        let sample = now.saturating_duration_since(sent);
+        self.least = Some(self.least.map_or(sample, |l| l.min(sample)));
+        Some(sent)
     }
 
     fn min(&self) -> Option<Duration> {

@@ -22,6 +22,9 @@ pub const GENERATION: usize = 14;
 pub const MAX_CREDITS: u32 = 4 * GENERATION as u32;
 /// Largest datagram we send or accept (unfragmented on any IPv6 path).
 pub const MAX_DATAGRAM: usize = 1232;
+/// A receiver sends `feedback` at most this often; the sender's pacer
+/// spreads its increases over at least this long.
+pub const FEEDBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// Datagram header before the coded packet (in the codec's short form:
 /// both ends know the geometry from the torrent and the offers).
 pub const DATAGRAM_HEADER: usize = 16;

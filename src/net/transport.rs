@@ -97,9 +97,6 @@ pub struct PathSample {
     /// own delay, which a slow connection's smoothed RTT overstates by
     /// its delayed acknowledgements (3-9 ms on loopback at 1 kB/s).
     pub rtt: std::time::Duration,
-    /// Segments sent, and of those retransmitted, over the connection's life.
-    pub segs_out: u32,
-    pub retransmitted: u32,
 }
 
 /// Reads `TCP_INFO` of one connection's socket, through its own descriptor.
@@ -120,8 +117,6 @@ impl TcpProbe {
         };
         (rc == 0).then(|| PathSample {
             rtt: std::time::Duration::from_micros(u64::from(if info.tcpi_min_rtt > 0 { info.tcpi_min_rtt } else { info.tcpi_rtt })),
-            segs_out: info.tcpi_segs_out,
-            retransmitted: info.tcpi_total_retrans,
         })
     }
 }

@@ -16,7 +16,6 @@ only (for example `--super-seed never` for the old default, or
 Builds ccfd-bt first.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -26,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wire import ROOT, seed_payload, stop, wait_port  # noqa: E402
+from bench_wire import ROOT, seed_payload, stop, wait_port, wait_summaries  # noqa: E402
 
 NET = "127.0.71"
 LOCAL = ["--no-dht", "--no-port-mapping"]
@@ -63,15 +62,7 @@ def run_once(bin_path, work, n, piece_kib, size_mib, rate, seed_flags):
                    "--max-upload-rate", str(rate), "--seed-after", "--json", *LOCAL]
             procs.append(subprocess.Popen(cmd, stdout=open(out, "w"), stderr=open(os.path.join(work, f"leech{i}.log"), "w")))
             outs.append(out)
-        done = {}
-        deadline = start + 60 * size_mib  # far beyond any sane run
-        while len(done) < n and time.time() < deadline:
-            for i, out in enumerate(outs):
-                if i not in done:
-                    line = open(out).readline()
-                    if line.endswith("\n"):
-                        done[i] = (time.time() - start, json.loads(line))
-            time.sleep(0.05)
+        done = wait_summaries(outs, start, start + 60 * size_mib)  # far beyond any sane run
         if len(done) < n:
             sys.exit(f"only {len(done)} of {n} leechers finished; logs in {work}")
         seconds = max(t for t, _ in done.values())

@@ -21,7 +21,6 @@ iptables and `cargo build --release --workspace`.
 """
 import argparse
 import filecmp
-import json
 import os
 import shutil
 import statistics
@@ -32,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wan  # noqa: E402
-from bench_wire import seed_payload, stop  # noqa: E402
+from bench_wire import seed_payload, stop, wait_summaries  # noqa: E402
 
 # CCFD_BT_BIN: another build (for example a saved copy, so a rebuild cannot change a running grid).
 BIN = os.environ.get("CCFD_BT_BIN", os.path.join(wan.REPO, "target", "release", "ccfd-bt"))
@@ -50,17 +49,6 @@ TRACKER = "127.0.0.1"
 def host(i):
     """Host 0 is the seed, 1..N the leechers."""
     return f"127.0.1.{i + 2}"
-
-
-def access_links(n_hosts, down, up, access_ms, loss):
-    """Every uplink first, then every downlink: a packet passes its
-    sender's uplink, then its receiver's downlink (the tracker, on
-    127.0.0.1, is reached without delay)."""
-    one_way = access_ms / 2
-    queue = lambda mbit: max(64_000, mbit * 1e6 / 8 * access_ms * 2 / 1e3)
-    ups = [wan.link(host(i), None, up, one_way, loss, queue(up)) for i in range(n_hosts)]
-    downs = [wan.link(None, host(i), down, one_way, loss, queue(down)) for i in range(n_hosts)]
-    return ups + downs
 
 
 def wait_listening(ns, ip, port, timeout=20):
@@ -94,15 +82,7 @@ def run_once(ns, work, n, size_mib, flags):
                              "--port", "6881", "--seed-after", "--json", *LOCAL, *flags)
             procs.append(subprocess.Popen(cmd, stdout=open(out, "w"), stderr=log(f"leech{i}.log")))
             outs.append(out)
-        done = {}
-        deadline = start + 30 * size_mib
-        while len(done) < n and time.time() < deadline:
-            for i, out in enumerate(outs):
-                if i not in done:
-                    line = open(out).readline()
-                    if line.endswith("\n"):
-                        done[i] = (time.time() - start, json.loads(line))
-            time.sleep(0.05)
+        done = wait_summaries(outs, start, start + 30 * size_mib)
         if len(done) < n:
             return None, 0.0
         for i in range(1, n + 1):
@@ -140,7 +120,8 @@ def main():
     print(f"{'mode':<8} {'seconds':>8} {'T/T*':>6} {'coded share':>12}   runs (T/T*)")
     results = {}
     with wan.AllowCongestionControls(["cubic"]), \
-            wan.WanNetns(access_links(a.n + 1, a.down_mbit, a.up_mbit, a.access_ms, a.loss), tag="wswarm") as ns:
+            wan.WanNetns(wan.access_links([host(i) for i in range(a.n + 1)], a.down_mbit, a.up_mbit, a.access_ms, a.loss),
+                         tag="wswarm") as ns:
         ns.run("sysctl", "-qw", "net.ipv4.tcp_congestion_control=cubic")
         for mode in modes:
             rows = [run_once(ns, os.path.join(base, f"{mode}-{r}"), a.n, a.size_mib, MODES[mode]) for r in range(a.runs)]

@@ -31,14 +31,6 @@ def host(i):
     return f"127.70.0.{i}"
 
 
-def links(hosts, down, up, access_ms, loss):
-    one_way = access_ms / 2
-    queue = lambda mbit: max(64_000, mbit * 1e6 / 8 * access_ms * 2 / 1e3)
-    ups = [wan.link(host(i), None, up, one_way, loss, queue(up)) for i in range(2, hosts + 1)]
-    downs = [wan.link(None, host(i), down, one_way, loss, queue(down)) for i in range(2, hosts + 1)]
-    return ups + downs
-
-
 def run_world(ns, seed, coded, timeout):
     args = [BIN, "world", "--json", "--no-tui", "--seed", str(seed)] + ([] if coded else ["--no-coded"])
     out = subprocess.run(ns.command(*args), capture_output=True, text=True, timeout=timeout)
@@ -64,7 +56,8 @@ def main():
     print(f"{'seed':>4} {'plain server kB':>16} {'stalls':>6} {'coded server kB':>16} {'stalls':>6} {'coded/plain':>12}")
     totals = {True: 0, False: 0}
     stalls = {True: 0, False: 0}
-    with wan.WanNetns(links(a.hosts, a.down_mbit, a.up_mbit, a.access_ms, a.loss), tag="wvod") as ns:
+    hosts = [host(i) for i in range(2, a.hosts + 1)]
+    with wan.WanNetns(wan.access_links(hosts, a.down_mbit, a.up_mbit, a.access_ms, a.loss), tag="wvod") as ns:
         for seed in [int(s) for s in a.seeds.split(",")]:
             row = {}
             for coded in (False, True):

@@ -14,6 +14,7 @@ share the machine's cores, so CPU per GB is the portable figure.
 Needs scripts/setup.sh (and ctorrent, if listed). Builds ccfd-bt first.
 """
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -40,6 +41,21 @@ def wait_port(ip, port, timeout=30):
         except OSError:
             time.sleep(0.05)
     sys.exit(f"nothing listening on {ip}:{port}")
+
+
+def wait_summaries(outs, start, deadline):
+    """Waits until each leecher's --json file (OUTS) holds its summary line,
+    or DEADLINE passes; returns {index: (seconds since START, summary)}."""
+    done = {}
+    while len(done) < len(outs) and time.time() < deadline:
+        for i, out in enumerate(outs):
+            if i not in done:
+                with open(out) as f:
+                    line = f.readline()
+                if line.endswith("\n"):
+                    done[i] = (time.time() - start, json.loads(line))
+        time.sleep(0.05)
+    return done
 
 
 def make_payload(path, size):

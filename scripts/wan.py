@@ -78,6 +78,19 @@ def path(a, b, rate_mbit, rtt_ms, loss_pct, queue_bytes=None):
     return [link(a, b, rate_mbit, one_way, loss_pct, queue_bytes), link(b, a, rate_mbit, one_way, loss_pct, queue_bytes)]
 
 
+def access_links(hosts, down_mbit, up_mbit, access_ms, loss_pct):
+    """An access link per host address: an uplink and a downlink, each with
+    half of `access_ms` one way, `loss_pct` and a queue of one round trip
+    at its rate (at least 64 kB). Every uplink comes first, then every
+    downlink: a packet passes its sender's uplink, then its receiver's
+    downlink; an address not in `hosts` sits at the core."""
+    one_way = access_ms / 2
+    queue = lambda mbit: max(64_000, mbit * 1e6 / 8 * access_ms * 2 / 1e3)
+    ups = [link(h, None, up_mbit, one_way, loss_pct, queue(up_mbit)) for h in hosts]
+    downs = [link(None, h, down_mbit, one_way, loss_pct, queue(down_mbit)) for h in hosts]
+    return ups + downs
+
+
 class WanNetns:
     """A namespace whose loopback runs through ccfd-wanem; `links` are
     --link specs. Use as a context manager; `set_links` restarts the
